@@ -1,0 +1,1 @@
+"""The Transformer translator: architecture, tokenizer, data, decoding, training and evaluation."""

@@ -1,0 +1,256 @@
+"""Batched greedy and beam search over any backend that can take one decoding step.
+
+A backend implements `StepDecoder`: `step` feeds the last token of every row and returns
+log-probabilities, `select` keeps and reorders rows of its cache. The search code is shared
+by the PyTorch model and the ONNX Runtime graphs, so both produce the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import torch
+from torch import Tensor
+
+from model.transformer import KVCache, Transformer
+
+State = TypeVar("State")
+
+
+class StepDecoder(Protocol[State]):
+    """One decoding step for a batch of rows, and row selection on the decoder state."""
+
+    def step(self, state: State, tokens: Tensor) -> tuple[Tensor, State]:
+        """tokens (N,) -> log-probabilities (N, V) as float32 on the CPU, and the new state."""
+        ...
+
+    def select(self, state: State, index: Tensor) -> State:
+        """Keep the rows in index (N',), in that order."""
+        ...
+
+
+@dataclass
+class Hypothesis:
+    """A finished output: token ids without BOS/EOS, its log-probability and ranking score."""
+
+    tokens: list[int]
+    log_prob: float
+    score: float
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + |Y|) / 6) ^ alpha; alpha 0 ranks by raw log-probability."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def greedy_search(
+    decoder: StepDecoder[State],
+    state: State,
+    batch_size: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    alpha: float = 0.0,
+) -> list[list[Hypothesis]]:
+    """Pick the most likely token at each step; a sentence leaves the batch at its EOS."""
+    alive = torch.arange(batch_size)  # original sentence of each row
+    tokens = torch.full((batch_size,), bos_id, dtype=torch.long)
+    history = torch.zeros(batch_size, 0, dtype=torch.long)
+    log_prob = torch.zeros(batch_size)
+    results: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    for step in range(max_length):
+        log_probs, state = decoder.step(state, tokens)
+        best, tokens = log_probs.max(dim=-1)
+        log_prob = log_prob + best
+        done = tokens == eos_id
+        if step == max_length - 1:
+            done = torch.ones_like(done)
+        history = torch.cat([history, tokens[:, None]], dim=1)
+        for row in done.nonzero().flatten().tolist():
+            seq = history[row].tolist()
+            if seq[-1] == eos_id:
+                seq = seq[:-1]
+            lp = float(log_prob[row])
+            results[int(alive[row])] = [Hypothesis(seq, lp, lp / length_penalty(step + 1, alpha))]
+        keep = (~done).nonzero().flatten()
+        if keep.numel() == 0:
+            break
+        if keep.numel() < done.numel():
+            state = decoder.select(state, keep)
+            alive, tokens, history, log_prob = alive[keep], tokens[keep], history[keep], log_prob[keep]
+    return results
+
+
+def beam_search(
+    decoder: StepDecoder[State],
+    state: State,
+    batch_size: int,
+    *,
+    beam_size: int,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    alpha: float = 0.6,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """Keep the beam_size best prefixes per sentence; return the n_best finished outputs.
+
+    A sentence stops once it has beam_size finished hypotheses and no live prefix can beat
+    them at the current length; its rows then leave the batch.
+    """
+    k = beam_size
+    n_best = max(1, min(n_best, k))
+    state = decoder.select(state, torch.arange(batch_size).repeat_interleave(k))
+    sentences = list(range(batch_size))  # original index of each live sentence
+    scores = torch.zeros(batch_size, k)
+    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
+    tokens = torch.full((batch_size * k,), bos_id, dtype=torch.long)
+    history = torch.zeros(batch_size * k, 0, dtype=torch.long)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+
+    for step in range(max_length):
+        log_probs, state = decoder.step(state, tokens)  # (n*K, V)
+        n, vocab = len(sentences), log_probs.size(-1)
+        candidates = (scores.reshape(-1, 1) + log_probs).reshape(n, k * vocab)
+        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K)
+        top_beam, top_token = top_index // vocab, top_index % vocab
+        penalty = length_penalty(step + 1, alpha)
+        is_eos = top_token == eos_id
+
+        for i, r in (is_eos[:, :k] & (top_scores[:, :k] > float("-inf"))).nonzero().tolist():
+            row = i * k + int(top_beam[i, r])
+            raw = float(top_scores[i, r])
+            finished[sentences[i]].append(Hypothesis(history[row].tolist(), raw, raw / penalty))
+
+        # The K best candidates that do not end the sentence continue as the next beams.
+        pick = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :k]
+        next_scores = top_scores.gather(1, pick)
+        next_beam = top_beam.gather(1, pick)
+        next_token = top_token.gather(1, pick)
+        rows = torch.arange(n)[:, None] * k + next_beam  # (n, K)
+
+        if step == max_length - 1:
+            for i in range(n):
+                for b in range(k):
+                    seq = history[rows[i, b]].tolist() + [int(next_token[i, b])]
+                    raw = float(next_scores[i, b])
+                    finished[sentences[i]].append(Hypothesis(seq, raw, raw / penalty))
+            break
+
+        keep = [i for i in range(n) if not _sentence_done(finished[sentences[i]], k,
+                                                          float(next_scores[i, 0]) / penalty)]
+        if not keep:
+            break
+        kept = torch.tensor(keep)
+        rows = rows[kept].reshape(-1)
+        state = decoder.select(state, rows)
+        history = torch.cat([history[rows], next_token[kept].reshape(-1, 1)], dim=1)
+        tokens = next_token[kept].reshape(-1)
+        scores = next_scores[kept]
+        sentences = [sentences[i] for i in keep]
+
+    return [sorted(f, key=lambda h: h.score, reverse=True)[:n_best] for f in finished]
+
+
+def _sentence_done(finished: list[Hypothesis], beam_size: int, best_live_score: float) -> bool:
+    if len(finished) < beam_size:
+        return False
+    kth_best = sorted((h.score for h in finished), reverse=True)[beam_size - 1]
+    return best_live_score <= kth_best
+
+
+@dataclass
+class TorchState:
+    """Decoder state of the PyTorch backend: the source mask and the KV cache."""
+
+    src_mask: Tensor  # (N, S)
+    cache: KVCache
+
+
+class TorchStepDecoder:
+    """StepDecoder over the PyTorch model, using its explicit KV cache."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model = model
+
+    @torch.inference_mode()
+    def start(self, src_ids: Tensor, src_mask: Tensor) -> TorchState:
+        """Encode a batch and compute the cross-attention keys/values once."""
+        memory = self.model.encode(src_ids, src_mask)
+        return TorchState(src_mask, self.model.empty_cache(memory))
+
+    @torch.inference_mode()
+    def step(self, state: TorchState, tokens: Tensor) -> tuple[Tensor, TorchState]:
+        logits, cache = self.model.decode_step(tokens[:, None], None, state.src_mask, state.cache)
+        log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        return log_probs, TorchState(state.src_mask, cache)
+
+    def select(self, state: TorchState, index: Tensor) -> TorchState:
+        return TorchState(state.src_mask.index_select(0, index), state.cache.select(index))
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-padded (B, S) ids and their mask; an empty sequence keeps one padded slot."""
+    width = max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+    return ids, ids != pad_id
+
+
+def search(
+    decoder: StepDecoder[State],
+    state: State,
+    batch_size: int,
+    *,
+    beam_size: int,
+    bos_id: int,
+    eos_id: int,
+    max_length: int,
+    alpha: float = 0.6,
+    n_best: int = 1,
+) -> list[list[Hypothesis]]:
+    """Greedy search for beam size 1 (unless alternatives are asked for), else beam search."""
+    if beam_size <= 1 and n_best <= 1:
+        return greedy_search(
+            decoder, state, batch_size, bos_id=bos_id, eos_id=eos_id, max_length=max_length,
+            alpha=alpha,
+        )
+    return beam_search(
+        decoder, state, batch_size, beam_size=max(beam_size, n_best), bos_id=bos_id,
+        eos_id=eos_id, max_length=max_length, alpha=alpha, n_best=n_best,
+    )
+
+
+def translate_ids(
+    model: Transformer,
+    sources: Sequence[Sequence[int]],
+    *,
+    beam_size: int = 1,
+    max_length: int = 128,
+    alpha: float = 0.6,
+    n_best: int = 1,
+    batch_size: int = 64,
+) -> list[list[Hypothesis]]:
+    """Translate source id sequences with the PyTorch model, batching by length."""
+    config = model.config
+    decoder = TorchStepDecoder(model)
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list[list[Hypothesis]] = [[] for _ in sources]
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        src_ids, src_mask = pad_batch([sources[i] for i in chunk], config.pad_id)
+        state = decoder.start(src_ids, src_mask)
+        hyps = search(
+            decoder, state, len(chunk), beam_size=beam_size, bos_id=config.bos_id,
+            eos_id=config.eos_id, max_length=max_length, alpha=alpha, n_best=n_best,
+        )
+        for i, h in zip(chunk, hyps, strict=True):
+            results[i] = h
+    model.train(was_training)
+    return results

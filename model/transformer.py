@@ -1,0 +1,337 @@
+"""The Transformer encoder-decoder, from its smallest parts up to the full model.
+
+Masks are boolean and True where attention is allowed. The decoder never keeps state on a
+module: its keys and values travel in an explicit `KVCache` that `decode_step` takes and
+returns, the same inputs and outputs the ONNX decoder-with-past graph has.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.config import ModelConfig
+from model.feed_forward import build_feed_forward, feed_forward
+
+
+class LayerNorm(nn.Module):
+    """Normalise over the feature dimension, then scale by gamma and shift by beta."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(d_model))
+        self.beta = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.gamma + self.beta
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout: float = 0.0
+) -> Tensor:
+    """softmax(Q K^T / sqrt(d_k)) V with a stable softmax; mask is True where a key is visible."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
+    if mask is not None:
+        # A finite fill keeps a fully masked row (a padded query) uniform instead of NaN.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    scores = scores - scores.amax(dim=-1, keepdim=True)
+    weights = scores.exp()
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    if dropout > 0.0:
+        weights = F.dropout(weights, p=dropout, training=True)
+    return weights @ v  # (B, H, Tq, Dh)
+
+
+class MultiHeadAttention(nn.Module):
+    """h attention heads on d_model/h subspaces, concatenated and projected back to d_model."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.d_head = config.d_head
+        self.dropout = config.dropout
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.kv_proj = nn.Linear(config.d_model, 2 * config.d_model)
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, Dh)
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of x, each (B, H, T, Dh): what the cache stores."""
+        k, v = self.kv_proj(x).chunk(2, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        q = self.split_heads(self.q_proj(x))
+        p = self.dropout if self.training else 0.0
+        out = scaled_dot_product_attention(q, k, v, mask, dropout=p)  # (B, H, T, Dh)
+        b, _, t, _ = out.shape
+        out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.d_head)  # (B, T, D)
+        return self.out_proj(out)
+
+
+class SublayerConnection(nn.Module):
+    """Add & Norm around a sublayer: post-norm Norm(x + f(x)) or pre-norm x + f(Norm(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.norm = LayerNorm(config.d_model, config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def sublayer_input(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.norm_first else x
+
+    def residual(self, x: Tensor, out: Tensor) -> Tensor:
+        y = x + self.dropout(out)
+        return y if self.norm_first else self.norm(y)
+
+    def forward(self, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
+        return self.residual(x, sublayer(self.sublayer_input(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention + Add&Norm, then FFN + Add&Norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config)
+        self.ffn = build_feed_forward(config)
+        self.attn_sublayer = SublayerConnection(config)
+        self.ffn_sublayer = SublayerConnection(config)
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
+        mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
+
+        def attend(h: Tensor) -> Tensor:
+            k, v = self.self_attn.project_kv(h)
+            return self.self_attn(h, k, v, mask)
+
+        x = self.attn_sublayer(x, attend)
+        h = self.ffn_sublayer.sublayer_input(x)
+        out, aux = feed_forward(self.ffn, h)
+        return self.ffn_sublayer.residual(x, out), aux
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention over the encoder output, FFN; each with Add&Norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config)
+        self.cross_attn = MultiHeadAttention(config)
+        self.ffn = build_feed_forward(config)
+        self.self_sublayer = SublayerConnection(config)
+        self.cross_sublayer = SublayerConnection(config)
+        self.ffn_sublayer = SublayerConnection(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        past_k: Tensor,
+        past_v: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        causal_mask: Tensor,
+        src_mask: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Returns the output, the self-attention keys/values including this step's, and aux loss."""
+        h = self.self_sublayer.sublayer_input(x)
+        k, v = self.self_attn.project_kv(h)
+        k = torch.cat([past_k, k], dim=2)  # (B, H, P+T, Dh)
+        v = torch.cat([past_v, v], dim=2)
+        x = self.self_sublayer.residual(x, self.self_attn(h, k, v, causal_mask))
+        cross_mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
+        x = self.cross_sublayer(x, lambda q: self.cross_attn(q, cross_k, cross_v, cross_mask))
+        out, aux = feed_forward(self.ffn, self.ffn_sublayer.sublayer_input(x))
+        return self.ffn_sublayer.residual(x, out), k, v, aux
+
+
+class PositionalEncoding(nn.Module):
+    """Adds PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...), then dropout."""
+
+    def __init__(self, d_model: int, max_length: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("table", sinusoidal_table(max_length, d_model), persistent=False)
+
+    def forward(self, x: Tensor, offset: Tensor | int = 0) -> Tensor:
+        positions = torch.arange(x.size(1), device=x.device) + offset
+        return self.dropout(x + self.table[positions])
+
+
+def sinusoidal_table(max_length: int, d_model: int) -> Tensor:
+    position = torch.arange(max_length, dtype=torch.float32)[:, None]  # (L, 1)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # (D/2,)
+    angle = position / torch.pow(10000.0, two_i / d_model)  # (L, D/2)
+    table = torch.zeros(max_length, d_model)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle)
+    return table
+
+
+class Embeddings(nn.Module):
+    """Token embedding scaled by sqrt(d_model)."""
+
+    def __init__(self, vocab_size: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(vocab_size, d_model) * d_model**-0.5)
+        self.scale = math.sqrt(d_model)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.weight) * self.scale
+
+
+class Generator(nn.Module):
+    """Unembedding: a linear map to vocabulary logits (softmax is taken by the caller)."""
+
+    def __init__(self, d_model: int, vocab_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, vocab_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+@dataclass
+class KVCache:
+    """Decoder keys and values for a batch, stacked over layers."""
+
+    # self-attention: grows by one position per decoding step
+    self_k: Tensor  # (L, B, H, T, Dh)
+    self_v: Tensor  # (L, B, H, T, Dh)
+    # cross-attention: computed once from the encoder output
+    cross_k: Tensor  # (L, B, H, S, Dh)
+    cross_v: Tensor  # (L, B, H, S, Dh)
+
+    @property
+    def length(self) -> int:
+        return self.self_k.size(3)
+
+    def select(self, index: Tensor) -> KVCache:
+        """Keep (and reorder) batch rows: dropping finished sentences or following beams."""
+        return KVCache(*(t.index_select(1, index) for t in self.tensors()))
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.self_k, self.self_v, self.cross_k, self.cross_v
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer with tied source/target/output embeddings."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = Embeddings(config.vocab_size, config.d_model)
+        self.positional = PositionalEncoding(config.d_model, config.max_length, config.dropout)
+        self.encoder_layers = nn.ModuleList(
+            [EncoderLayer(config) for _ in range(config.n_encoder_layers)]
+        )
+        self.decoder_layers = nn.ModuleList(
+            [DecoderLayer(config) for _ in range(config.n_decoder_layers)]
+        )
+        # Pre-norm leaves the residual stream unnormalised, so each stack ends with a norm.
+        self.encoder_norm = LayerNorm(config.d_model, config.layer_norm_eps)
+        self.decoder_norm = LayerNorm(config.d_model, config.layer_norm_eps)
+        self.generator = Generator(config.d_model, config.vocab_size)
+        if not config.tie_embeddings:
+            self.target_embedding = Embeddings(config.vocab_size, config.d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and "embedding" not in name:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
+        if self.config.tie_embeddings:
+            self.generator.proj.weight = self.embedding.weight
+
+    def target_embed(self, ids: Tensor) -> Tensor:
+        if self.config.tie_embeddings:
+            return self.embedding(ids)
+        return self.target_embedding(ids)
+
+    def encode(self, src_ids: Tensor, src_mask: Tensor) -> Tensor:
+        """(B, S) source ids and mask -> encoder output (B, S, D)."""
+        return self._encode(src_ids, src_mask)[0]
+
+    def _encode(self, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.positional(self.embedding(src_ids))
+        aux = x.new_zeros(())
+        for layer in self.encoder_layers:
+            x, layer_aux = layer(x, src_mask)
+            aux = aux + layer_aux
+        if self.config.norm_first:
+            x = self.encoder_norm(x)
+        return x, aux
+
+    def cross_attention_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of every decoder layer, each (L, B, H, S, Dh)."""
+        kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder_layers]
+        return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
+
+    def empty_cache(self, memory: Tensor) -> KVCache:
+        cross_k, cross_v = self.cross_attention_kv(memory)
+        empty = cross_k.new_zeros(*cross_k.shape[:3], 0, cross_k.size(-1))  # (L, B, H, 0, Dh)
+        return KVCache(empty, empty, cross_k, cross_v)
+
+    def decode_step(
+        self, tgt_ids: Tensor, memory: Tensor | None, src_mask: Tensor, past: KVCache | None
+    ) -> tuple[Tensor, KVCache]:
+        """Decode T new target tokens given the cache; returns logits (B, T, V) and the new cache.
+
+        With no past, the cross-attention keys/values are computed from memory; with a past,
+        memory is not needed and may be None.
+        """
+        logits, present, _ = self._decode(tgt_ids, memory, src_mask, past)
+        return logits, present
+
+    def _decode(
+        self, tgt_ids: Tensor, memory: Tensor | None, src_mask: Tensor, past: KVCache | None
+    ) -> tuple[Tensor, KVCache, Tensor]:
+        if past is None:
+            if memory is None:
+                raise ValueError("decode_step needs memory when there is no past cache")
+            past = self.empty_cache(memory)
+        offset = past.self_k.size(3)
+        t = tgt_ids.size(1)
+        x = self.positional(self.target_embed(tgt_ids), offset)
+        query_pos = torch.arange(t, device=x.device) + offset
+        key_pos = torch.arange(t + offset, device=x.device)
+        causal_mask = key_pos[None, :] <= query_pos[:, None]  # (T, P+T)
+        ks, vs = [], []
+        aux = x.new_zeros(())
+        for i, layer in enumerate(self.decoder_layers):
+            x, k, v, layer_aux = layer(
+                x, past.self_k[i], past.self_v[i], past.cross_k[i], past.cross_v[i],
+                causal_mask, src_mask,
+            )
+            ks.append(k)
+            vs.append(v)
+            aux = aux + layer_aux
+        if self.config.norm_first:
+            x = self.decoder_norm(x)
+        present = KVCache(torch.stack(ks), torch.stack(vs), past.cross_k, past.cross_v)
+        return self.generator(x), present, aux
+
+    def forward(self, src_ids: Tensor, src_mask: Tensor, tgt_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher-forced training pass: logits (B, T, V) and the MoE auxiliary loss."""
+        memory, enc_aux = self._encode(src_ids, src_mask)
+        logits, _, dec_aux = self._decode(tgt_ids, memory, src_mask, None)
+        return logits, enc_aux + dec_aux
+
+
+def build_model(config: ModelConfig) -> Transformer:
+    """Build a freshly initialised model from its config."""
+    return Transformer(config)

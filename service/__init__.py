@@ -1,0 +1,1 @@
+"""The running product: inference engines, the dynamic batcher and the FastAPI app."""

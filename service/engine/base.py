@@ -1,0 +1,130 @@
+"""The engine interface: synchronous, HTTP-agnostic, one implementation per backend.
+
+An engine translates a batch of texts, and also exposes the three batch-level calls a
+scheduler drives one decoding step at a time: `start` (encode a batch), `step` (one token
+for every row) and `select` (keep/reorder rows). Greedy and beam search live in
+`model.search` and run unchanged over any engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from model.search import Hypothesis, search
+from model.tokenizer import Tokenizer
+
+BACKENDS = ("onnx", "torch")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+@dataclass
+class Alternative:
+    text: str
+    score: float
+
+
+@dataclass
+class Translation:
+    """One translated text: the best output and, if asked for, the next best ones."""
+
+    text: str
+    tokens: list[int]
+    score: float
+    alternatives: list[Alternative] = field(default_factory=list)
+
+
+class Engine(ABC):
+    """A loaded model for one language pair on one backend."""
+
+    backend: str
+    device: str
+    precision: str
+
+    def __init__(self, *, tokenizer: Tokenizer, source_lang: str, target_lang: str, version: str,
+                 bos_id: int, eos_id: int, pad_id: int, max_positions: int) -> None:
+        self.tokenizer = tokenizer
+        self.source_lang = source_lang
+        self.target_lang = target_lang
+        self.version = version
+        self.bos_id = bos_id
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.max_positions = max_positions
+
+    @property
+    def pair(self) -> str:
+        return f"{self.source_lang}-{self.target_lang}"
+
+    # ----- the batch-level calls a scheduler drives -----
+    @abstractmethod
+    def start(self, sources: Sequence[Sequence[int]]) -> Any:
+        """Encode a batch of source id sequences; returns the decoder state of its rows."""
+
+    @abstractmethod
+    def step(self, state: Any, tokens: Tensor) -> tuple[Tensor, Any]:
+        """Feed one token per row (N,); returns log-probabilities (N, V) float32 and the state."""
+
+    @abstractmethod
+    def select(self, state: Any, index: Tensor) -> Any:
+        """Keep the rows in index, in that order (drop finished sentences, follow beams)."""
+
+    def warmup(self) -> None:
+        """Run one tiny greedy and beam search so the first request pays no start-up cost."""
+        self.generate([[self.eos_id + 1] * 4], beam_size=1, max_length=3)
+        self.generate([[self.eos_id + 1] * 4], beam_size=2, max_length=3)
+
+    # ----- whole translations -----
+    def max_length_for(self, source_len: int) -> int:
+        """Default output budget: twice the source plus ten, inside the positional table."""
+        return min(2 * source_len + 10, self.max_positions - 1)
+
+    def generate(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        beam_size: int = 4,
+        max_length: int | None = None,
+        num_alternatives: int = 0,
+        alpha: float = 0.6,
+    ) -> list[list[Hypothesis]]:
+        """Token-level search for one batch: n-best hypotheses per source."""
+        if not sources:
+            return []
+        budget = max_length or self.max_length_for(max(len(s) for s in sources))
+        budget = min(budget, self.max_positions - 1)
+        state = self.start(sources)
+        return search(
+            self, state, len(sources), beam_size=beam_size, bos_id=self.bos_id,
+            eos_id=self.eos_id, max_length=budget, alpha=alpha, n_best=1 + num_alternatives,
+        )
+
+    def translate(
+        self,
+        texts: list[str],
+        *,
+        beam_size: int = 4,
+        max_length: int | None = None,
+        num_alternatives: int = 0,
+    ) -> list[Translation]:
+        """Translate a batch of texts (each one sentence) and detokenize."""
+        sources = self.tokenizer.encode(texts)
+        limit = self.max_positions - 1
+        sources = [s[:limit] for s in sources]
+        nbest = self.generate(sources, beam_size=beam_size, max_length=max_length,
+                              num_alternatives=num_alternatives)
+        out = []
+        for hyps in nbest:
+            texts_out = self.tokenizer.decode([h.tokens for h in hyps])
+            best = hyps[0]
+            out.append(Translation(
+                text=texts_out[0], tokens=best.tokens, score=best.score,
+                alternatives=[Alternative(t, h.score) for t, h in zip(texts_out[1:], hyps[1:],
+                                                                       strict=True)],
+            ))
+        return out
