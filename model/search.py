@@ -237,6 +237,8 @@ def translate_ids(
 ) -> list[list[Hypothesis]]:
     """Translate source id sequences with the PyTorch model, batching by length."""
     config = model.config
+    max_length = min(max_length, config.max_length - 1)
+    sources = [s[: config.max_length - 1] for s in sources]
     decoder = TorchStepDecoder(model)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list[list[Hypothesis]] = [[] for _ in sources]

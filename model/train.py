@@ -58,6 +58,9 @@ class TrainConfig:
     max_epochs: int = 30
     max_updates: int = 0  # 0: no limit on updates
     max_source_tokens: int = 128
+    # Use only the first N train / val pairs (0: all); for smoke runs and tests.
+    train_limit: int = 0
+    val_limit: int = 0
     seed: int = 1
     threads: int = 0  # 0: torch's default
     average_last: int = 5
@@ -131,10 +134,14 @@ class Trainer:
             eos_id=self.tokenizer.eos_id,
         )
         self.model_config = mc
-        self.train_src, self.train_tgt = self._encoded("train")
+        self.train_src, self.train_tgt = self._encoded_train()
         val_src_text, self.val_refs = read_pairs(data_dir, "val", run.source_lang, run.target_lang)
-        self.val_src = self.tokenizer.encode(val_src_text)
-        self.val_tgt = self.tokenizer.encode(self.val_refs)
+        if self.cfg.val_limit:
+            val_src_text, self.val_refs = val_src_text[: self.cfg.val_limit], self.val_refs[: self.cfg.val_limit]
+        # Truncated to the positional table; BLEU still compares against the full references.
+        limit = mc.max_length - 1
+        self.val_src = [s[:limit] for s in self.tokenizer.encode(val_src_text)]
+        self.val_tgt = [t[: limit - 1] for t in self.tokenizer.encode(self.val_refs)]
         self.lengths = [(len(s), len(t)) for s, t in zip(self.train_src, self.train_tgt, strict=True)]
 
         torch.manual_seed(self.cfg.seed)
@@ -155,13 +162,19 @@ class Trainer:
         path = self.dir / TOKENIZER_FILE
         if path.exists():
             return Tokenizer(path)
-        src, tgt = read_pairs(self.data_dir, "train", self.run.source_lang, self.run.target_lang)
+        src, tgt = self._train_text()
         log.info("training SentencePiece (%d pieces) on %d train sentences", self.cfg.vocab_size,
                  len(src) + len(tgt))
         return train_tokenizer(src + tgt, path, self.cfg.vocab_size)
 
-    def _encoded(self, split: str) -> tuple[list[list[int]], list[list[int]]]:
-        src, tgt = read_pairs(self.data_dir, split, self.run.source_lang, self.run.target_lang)
+    def _train_text(self) -> tuple[list[str], list[str]]:
+        src, tgt = read_pairs(self.data_dir, "train", self.run.source_lang, self.run.target_lang)
+        if self.cfg.train_limit:
+            src, tgt = src[: self.cfg.train_limit], tgt[: self.cfg.train_limit]
+        return src, tgt
+
+    def _encoded_train(self) -> tuple[list[list[int]], list[list[int]]]:
+        src, tgt = self._train_text()
         s_ids, t_ids = self.tokenizer.encode(src), self.tokenizer.encode(tgt)
         limit = min(self.cfg.max_source_tokens, self.model_config.max_length - 1)
         keep = [i for i in range(len(s_ids)) if 0 < len(s_ids[i]) <= limit and 0 < len(t_ids[i]) <= limit]
