@@ -51,7 +51,9 @@ def load_weights(model: Transformer, state: dict[str, torch.Tensor]) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     allowed_missing = {TIED_KEY} if model.config.tie_embeddings else set()
     if set(missing) - allowed_missing or unexpected:
-        raise ValueError(f"weights do not match the config: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"weights do not match the config: missing {missing}, unexpected {unexpected}"
+        )
     if model.config.tie_embeddings:
         model.generator.proj.weight = model.embedding.weight
 
@@ -114,7 +116,9 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, 
         raise ValueError("nothing to average")
     out = {}
     for key in states[0]:
-        out[key] = torch.stack([s[key].float() for s in states]).mean(dim=0).to(states[0][key].dtype)
+        out[key] = (
+            torch.stack([s[key].float() for s in states]).mean(dim=0).to(states[0][key].dtype)
+        )
     return out
 
 

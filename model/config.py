@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 @dataclass
 class ModelConfig:
-    """Every architectural choice of the encoder-decoder, saved as config.json beside the weights."""
+    """Every architectural choice of the encoder-decoder, saved in config.json."""
 
     vocab_size: int = 8000
     d_model: int = 256

@@ -111,5 +111,9 @@ def iterate_batches(
 ) -> Iterator[Batch]:
     for idx in batches[start:]:
         yield make_batch(
-            [src[i] for i in idx], [tgt[i] for i in idx], pad_id=pad_id, bos_id=bos_id, eos_id=eos_id
+            [src[i] for i in idx],
+            [tgt[i] for i in idx],
+            pad_id=pad_id,
+            bos_id=bos_id,
+            eos_id=eos_id,
         )

@@ -36,8 +36,12 @@ def translate_texts(
     sources = loaded.tokenizer.encode(texts)
     limit = loaded.config.max_length - 1
     hyps = translate_ids(
-        loaded.model, [s[:limit] for s in sources], beam_size=beam_size, alpha=alpha,
-        max_length=min(limit, 200), batch_size=batch_size,
+        loaded.model,
+        [s[:limit] for s in sources],
+        beam_size=beam_size,
+        alpha=alpha,
+        max_length=min(limit, 200),
+        batch_size=batch_size,
     )
     return loaded.tokenizer.decode([h[0].tokens for h in hyps])
 
@@ -62,17 +66,24 @@ def evaluate(
         results[split] = {"sentences": len(sources)}
         for beam in beams:
             started = time.perf_counter()
-            hyps = translate_texts(loaded, sources, beam_size=beam, alpha=alpha,
-                                   batch_size=batch_size)
+            hyps = translate_texts(
+                loaded, sources, beam_size=beam, alpha=alpha, batch_size=batch_size
+            )
             name = "greedy" if beam == 1 else f"beam{beam}"
-            results[split][name] = {**score(hyps, references),
-                                    "seconds": round(time.perf_counter() - started, 1)}
+            results[split][name] = {
+                **score(hyps, references),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
             if outputs_dir:
                 outputs_dir.mkdir(parents=True, exist_ok=True)
                 (outputs_dir / f"{split}.{name}.{loaded.target_lang}").write_text(
-                    "\n".join(hyps) + "\n")
-            print(f"{split:18s} {name:7s} BLEU {results[split][name]['bleu']:6.2f} "
-                  f"lc {results[split][name]['bleu_lc']:6.2f}", flush=True)
+                    "\n".join(hyps) + "\n"
+                )
+            print(
+                f"{split:18s} {name:7s} BLEU {results[split][name]['bleu']:6.2f} "
+                f"lc {results[split][name]['bleu_lc']:6.2f}",
+                flush=True,
+            )
     return results
 
 
@@ -93,17 +104,28 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     results = evaluate(
-        loaded, args.data_dir or default_data_dir(), beams=(1, args.beam), alpha=args.alpha,
-        batch_size=args.batch_size, limit=args.limit, outputs_dir=args.outputs,
+        loaded,
+        args.data_dir or default_data_dir(),
+        beams=(1, args.beam),
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        outputs_dir=args.outputs,
     )
     metrics = read_metrics(args.model)
-    metrics.update({
-        "pair": f"{loaded.source_lang}-{loaded.target_lang}",
-        "model_version": loaded.version,
-        "decoding": {"beam": args.beam, "length_penalty_alpha": args.alpha,
-                     "detokenized": True, "tokenizer": "sacreBLEU 13a"},
-        "bleu": results,
-    })
+    metrics.update(
+        {
+            "pair": f"{loaded.source_lang}-{loaded.target_lang}",
+            "model_version": loaded.version,
+            "decoding": {
+                "beam": args.beam,
+                "length_penalty_alpha": args.alpha,
+                "detokenized": True,
+                "tokenizer": "sacreBLEU 13a",
+            },
+            "bleu": results,
+        }
+    )
     if args.limit:
         metrics["bleu_limit"] = args.limit
     if not args.no_write:

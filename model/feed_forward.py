@@ -1,4 +1,4 @@
-"""Position-wise feed-forward networks: the dense FFN and the mixture of experts that can replace it."""
+"""Position-wise feed-forward networks: the dense FFN and the mixture of experts."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class PositionwiseFeedForward(nn.Module):
 
 
 class MoEFeedForward(nn.Module):
-    """Mixture of experts: E routed experts (top-k per token, sparse), optional shared experts every token uses."""
+    """Mixture of experts: E routed experts (top-k per token), optional always-on shared experts."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -33,7 +33,9 @@ class MoEFeedForward(nn.Module):
         self.gate = nn.Linear(config.d_model, config.moe_experts, bias=False)
 
         def expert() -> PositionwiseFeedForward:
-            return PositionwiseFeedForward(config.d_model, config.d_ff, config.activation, config.dropout)
+            return PositionwiseFeedForward(
+                config.d_model, config.d_ff, config.activation, config.dropout
+            )
 
         self.experts = nn.ModuleList([expert() for _ in range(config.moe_experts)])
         self.shared_experts = nn.ModuleList([expert() for _ in range(config.moe_shared_experts)])

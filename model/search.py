@@ -80,7 +80,12 @@ def greedy_search(
             break
         if keep.numel() < done.numel():
             state = decoder.select(state, keep)
-            alive, tokens, history, log_prob = alive[keep], tokens[keep], history[keep], log_prob[keep]
+            alive, tokens, history, log_prob = (
+                alive[keep],
+                tokens[keep],
+                history[keep],
+                log_prob[keep],
+            )
     return results
 
 
@@ -140,8 +145,11 @@ def beam_search(
                     finished[sentences[i]].append(Hypothesis(seq, raw, raw / penalty))
             break
 
-        keep = [i for i in range(n) if not _sentence_done(finished[sentences[i]], k,
-                                                          float(next_scores[i, 0]) / penalty)]
+        keep = [
+            i
+            for i in range(n)
+            if not _sentence_done(finished[sentences[i]], k, float(next_scores[i, 0]) / penalty)
+        ]
         if not keep:
             break
         kept = torch.tensor(keep)
@@ -216,12 +224,24 @@ def search(
     """Greedy search for beam size 1 (unless alternatives are asked for), else beam search."""
     if beam_size <= 1 and n_best <= 1:
         return greedy_search(
-            decoder, state, batch_size, bos_id=bos_id, eos_id=eos_id, max_length=max_length,
+            decoder,
+            state,
+            batch_size,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            max_length=max_length,
             alpha=alpha,
         )
     return beam_search(
-        decoder, state, batch_size, beam_size=max(beam_size, n_best), bos_id=bos_id,
-        eos_id=eos_id, max_length=max_length, alpha=alpha, n_best=n_best,
+        decoder,
+        state,
+        batch_size,
+        beam_size=max(beam_size, n_best),
+        bos_id=bos_id,
+        eos_id=eos_id,
+        max_length=max_length,
+        alpha=alpha,
+        n_best=n_best,
     )
 
 
@@ -249,8 +269,15 @@ def translate_ids(
         src_ids, src_mask = pad_batch([sources[i] for i in chunk], config.pad_id)
         state = decoder.start(src_ids, src_mask)
         hyps = search(
-            decoder, state, len(chunk), beam_size=beam_size, bos_id=config.bos_id,
-            eos_id=config.eos_id, max_length=max_length, alpha=alpha, n_best=n_best,
+            decoder,
+            state,
+            len(chunk),
+            beam_size=beam_size,
+            bos_id=config.bos_id,
+            eos_id=config.eos_id,
+            max_length=max_length,
+            alpha=alpha,
+            n_best=n_best,
         )
         for i, h in zip(chunk, hyps, strict=True):
             results[i] = h

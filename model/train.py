@@ -102,11 +102,16 @@ def inverse_sqrt_lr(step: int, peak: float, warmup: int) -> float:
     return peak * min(step / warmup, math.sqrt(warmup / step))
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float, pad_id: int) -> torch.Tensor:
+def loss_fn(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float, pad_id: int
+) -> torch.Tensor:
     """Label-smoothed cross-entropy summed over non-pad target tokens."""
     return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-        ignore_index=pad_id, label_smoothing=smoothing, reduction="sum",
+        logits.reshape(-1, logits.size(-1)),
+        target.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=smoothing,
+        reduction="sum",
     )
 
 
@@ -137,22 +142,35 @@ class Trainer:
         self.train_src, self.train_tgt = self._encoded_train()
         val_src_text, self.val_refs = read_pairs(data_dir, "val", run.source_lang, run.target_lang)
         if self.cfg.val_limit:
-            val_src_text, self.val_refs = val_src_text[: self.cfg.val_limit], self.val_refs[: self.cfg.val_limit]
+            val_src_text, self.val_refs = (
+                val_src_text[: self.cfg.val_limit],
+                self.val_refs[: self.cfg.val_limit],
+            )
         # Truncated to the positional table; BLEU still compares against the full references.
         limit = mc.max_length - 1
         self.val_src = [s[:limit] for s in self.tokenizer.encode(val_src_text)]
         self.val_tgt = [t[: limit - 1] for t in self.tokenizer.encode(self.val_refs)]
-        self.lengths = [(len(s), len(t)) for s, t in zip(self.train_src, self.train_tgt, strict=True)]
+        self.lengths = [
+            (len(s), len(t)) for s, t in zip(self.train_src, self.train_tgt, strict=True)
+        ]
 
         torch.manual_seed(self.cfg.seed)
         random.seed(self.cfg.seed)
         self.model: Transformer = build_model(mc)
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=self.cfg.lr, betas=self.cfg.adam_betas, eps=1e-9,
+            self.model.parameters(),
+            lr=self.cfg.lr,
+            betas=self.cfg.adam_betas,
+            eps=1e-9,
             weight_decay=self.cfg.weight_decay,
         )
         self.state: dict[str, Any] = {
-            "step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "history": [], "train_log": [],
+            "step": 0,
+            "epoch": 0,
+            "batch": 0,
+            "elapsed": 0.0,
+            "history": [],
+            "train_log": [],
         }
         self.stop_requested = False
         self._session_start = time.monotonic()
@@ -163,8 +181,11 @@ class Trainer:
         if path.exists():
             return Tokenizer(path)
         src, tgt = self._train_text()
-        log.info("training SentencePiece (%d pieces) on %d train sentences", self.cfg.vocab_size,
-                 len(src) + len(tgt))
+        log.info(
+            "training SentencePiece (%d pieces) on %d train sentences",
+            self.cfg.vocab_size,
+            len(src) + len(tgt),
+        )
         return train_tokenizer(src + tgt, path, self.cfg.vocab_size)
 
     def _train_text(self) -> tuple[list[str], list[str]]:
@@ -177,7 +198,11 @@ class Trainer:
         src, tgt = self._train_text()
         s_ids, t_ids = self.tokenizer.encode(src), self.tokenizer.encode(tgt)
         limit = min(self.cfg.max_source_tokens, self.model_config.max_length - 1)
-        keep = [i for i in range(len(s_ids)) if 0 < len(s_ids[i]) <= limit and 0 < len(t_ids[i]) <= limit]
+        keep = [
+            i
+            for i in range(len(s_ids))
+            if 0 < len(s_ids[i]) <= limit and 0 < len(t_ids[i]) <= limit
+        ]
         return [s_ids[i] for i in keep], [t_ids[i] for i in keep]
 
     # ----- checkpoints -----
@@ -203,8 +228,12 @@ class Trainer:
         self.state = ckpt["state"]
         torch.set_rng_state(ckpt["torch_rng"])
         random.setstate(ckpt["python_rng"])
-        log.info("resumed at epoch %d batch %d step %d", self.state["epoch"], self.state["batch"],
-                 self.state["step"])
+        log.info(
+            "resumed at epoch %d batch %d step %d",
+            self.state["epoch"],
+            self.state["batch"],
+            self.state["step"],
+        )
         return True
 
     def epoch_snapshot(self, epoch: int) -> Path:
@@ -217,13 +246,17 @@ class Trainer:
         total, tokens = 0.0, 0
         batches = token_batches(
             [(len(s), len(t)) for s, t in zip(self.val_src, self.val_tgt, strict=True)],
-            self.cfg.max_tokens, seed=0, epoch=0,
+            self.cfg.max_tokens,
+            seed=0,
+            epoch=0,
         )
         for batch in iterate_batches(self.val_src, self.val_tgt, batches, **self._ids()):
             logits, _ = self.model(batch.src, batch.src_mask, batch.tgt_in)
             total += float(loss_fn(logits, batch.tgt_out, 0.0, self.model_config.pad_id))
             tokens += batch.n_target_tokens
-        hyps = translate_ids(self.model, self.val_src, beam_size=1, max_length=self.cfg.val_max_length)
+        hyps = translate_ids(
+            self.model, self.val_src, beam_size=1, max_length=self.cfg.val_max_length
+        )
         texts = self.tokenizer.decode([h[0].tokens for h in hyps])
         self.model.train()
         return {"val_loss": total / tokens, "val_bleu": bleu(texts, self.val_refs)}
@@ -243,10 +276,17 @@ class Trainer:
         while self.state["epoch"] < cfg.max_epochs and not self._updates_done():
             epoch = self.state["epoch"]
             batches = token_batches(self.lengths, cfg.max_tokens, cfg.seed, epoch)
-            bar = tqdm(total=len(batches), initial=self.state["batch"], desc=f"epoch {epoch + 1}",
-                       unit="batch", dynamic_ncols=True, mininterval=10)
-            for batch in iterate_batches(self.train_src, self.train_tgt, batches, **self._ids(),
-                                         start=self.state["batch"]):
+            bar = tqdm(
+                total=len(batches),
+                initial=self.state["batch"],
+                desc=f"epoch {epoch + 1}",
+                unit="batch",
+                dynamic_ncols=True,
+                mininterval=10,
+            )
+            for batch in iterate_batches(
+                self.train_src, self.train_tgt, batches, **self._ids(), start=self.state["batch"]
+            ):
                 loss, n_tokens = self._update(batch)
                 self.state["batch"] += 1
                 window_tokens += n_tokens
@@ -255,14 +295,18 @@ class Trainer:
                 if self.state["step"] % cfg.log_every == 0:
                     now = time.monotonic()
                     entry = {
-                        "step": self.state["step"], "epoch": epoch + self.state["batch"] / len(batches),
+                        "step": self.state["step"],
+                        "epoch": epoch + self.state["batch"] / len(batches),
                         "loss": window_loss / max(window_tokens, 1),
                         "lr": self.optimizer.param_groups[0]["lr"],
                         "tokens_per_s": window_tokens / (now - window_start),
                     }
                     self.state["train_log"].append(entry)
-                    log.info("step %(step)d epoch %(epoch).2f loss %(loss).4f lr %(lr).2e "
-                             "tok/s %(tokens_per_s).0f", entry)
+                    log.info(
+                        "step %(step)d epoch %(epoch).2f loss %(loss).4f lr %(lr).2e "
+                        "tok/s %(tokens_per_s).0f",
+                        entry,
+                    )
                     bar.set_postfix(loss=f"{entry['loss']:.3f}")
                     window_tokens, window_loss, window_start = 0, 0.0, now
                 now = time.monotonic()
@@ -272,7 +316,9 @@ class Trainer:
                 if self.stop_requested or out_of_time or self._updates_done():
                     bar.close()
                     self.save_last()
-                    log.info("stopped at step %d (resume with the same command)", self.state["step"])
+                    log.info(
+                        "stopped at step %d (resume with the same command)", self.state["step"]
+                    )
                     return
                 if now - last_save > cfg.checkpoint_minutes * 60:
                     self.save_last()
@@ -280,7 +326,9 @@ class Trainer:
             bar.close()
             self._end_epoch(epoch)
             started = time.monotonic()
-        log.info("training finished: %d epochs, %d updates", self.state["epoch"], self.state["step"])
+        log.info(
+            "training finished: %d epochs, %d updates", self.state["epoch"], self.state["step"]
+        )
 
     def _updates_done(self) -> bool:
         return bool(self.cfg.max_updates) and self.state["step"] >= self.cfg.max_updates
@@ -304,11 +352,16 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> None:
         metrics = self.validate()
-        entry = {"epoch": epoch + 1, "step": self.state["step"],
-                 "elapsed_s": round(self.state["elapsed"], 1), **metrics}
+        entry = {
+            "epoch": epoch + 1,
+            "step": self.state["step"],
+            "elapsed_s": round(self.state["elapsed"], 1),
+            **metrics,
+        }
         self.state["history"].append(entry)
-        log.info("epoch %(epoch)d step %(step)d val_loss %(val_loss).4f val_bleu %(val_bleu).2f",
-                 entry)
+        log.info(
+            "epoch %(epoch)d step %(step)d val_loss %(val_loss).4f val_bleu %(val_bleu).2f", entry
+        )
         save_file(state_dict_for_saving(self.model), str(self.epoch_snapshot(epoch + 1)))
         best = max(self.state["history"], key=lambda h: h["val_bleu"])
         if best is entry:
@@ -330,20 +383,25 @@ class Trainer:
     def finalize(self, out_dir: Path) -> dict[str, Any]:
         """Average the last N epoch snapshots; ship whichever of it and the best epoch scores
         higher on validation BLEU."""
-        snapshots = sorted(self.dir.glob("epoch_*.safetensors"))[-self.cfg.average_last:]
+        snapshots = sorted(self.dir.glob("epoch_*.safetensors"))[-self.cfg.average_last :]
         if not snapshots:
             raise SystemExit(f"no epoch snapshots in {self.dir}: train at least one epoch first")
         candidates: dict[str, dict[str, torch.Tensor]] = {
             f"average of last {len(snapshots)} epochs": average_state_dicts(
-                [load_file(str(p)) for p in snapshots]),
+                [load_file(str(p)) for p in snapshots]
+            ),
             "best epoch": load_file(str(self.dir / "best.safetensors")),
         }
         scored = {}
         for label, weights in candidates.items():
             load_weights(self.model, weights)
             scored[label] = self.validate()
-            log.info("%s: val_bleu %.2f val_loss %.4f", label, scored[label]["val_bleu"],
-                     scored[label]["val_loss"])
+            log.info(
+                "%s: val_bleu %.2f val_loss %.4f",
+                label,
+                scored[label]["val_bleu"],
+                scored[label]["val_loss"],
+            )
         chosen = max(scored, key=lambda k: scored[k]["val_bleu"])
         history = self.state["history"]
         info = {
@@ -353,16 +411,24 @@ class Trainer:
             "updates": self.state["step"],
             "train_time_s": round(self.state["elapsed"], 1),
             "hardware": f"{platform.processor() or platform.machine()}, "
-                        f"{torch.get_num_threads()} torch threads",
+            f"{torch.get_num_threads()} torch threads",
             "torch": torch.__version__,
             "history": history,
             "train_config": dataclasses.asdict(self.cfg),
         }
         save_model_dir(
-            out_dir, self.model_config, candidates[chosen], self.dir / TOKENIZER_FILE,
-            source_lang=self.run.source_lang, target_lang=self.run.target_lang,
-            extra={"training": {k: info[k] for k in ("weights", "epochs", "updates", "train_time_s",
-                                                      "hardware", "torch")}},
+            out_dir,
+            self.model_config,
+            candidates[chosen],
+            self.dir / TOKENIZER_FILE,
+            source_lang=self.run.source_lang,
+            target_lang=self.run.target_lang,
+            extra={
+                "training": {
+                    k: info[k]
+                    for k in ("weights", "epochs", "updates", "train_time_s", "hardware", "torch")
+                }
+            },
         )
         (out_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
         if (self.dir / "curves.png").exists():
@@ -381,10 +447,14 @@ def plot_curves(state: dict[str, Any], out: Path) -> None:
     fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(11, 4))
     train = state["train_log"]
     if train:
-        ax_loss.plot([t["epoch"] for t in train], [t["loss"] for t in train], label="train (smoothed CE)")
+        ax_loss.plot(
+            [t["epoch"] for t in train], [t["loss"] for t in train], label="train (smoothed CE)"
+        )
     hist = state["history"]
     if hist:
-        ax_loss.plot([h["epoch"] for h in hist], [h["val_loss"] for h in hist], "o-", label="val CE")
+        ax_loss.plot(
+            [h["epoch"] for h in hist], [h["val_loss"] for h in hist], "o-", label="val CE"
+        )
         ax_bleu.plot([h["epoch"] for h in hist], [h["val_bleu"] for h in hist], "o-", color="C2")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss per token")
@@ -401,11 +471,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, default=None, help="default: $MULTI30K_DIR")
     parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<name>")
-    parser.add_argument("--out", type=Path, default=None, help="model directory; default models/<name>")
-    parser.add_argument("--max-minutes", type=float, default=0.0,
-                        help="stop (resumably) after this many minutes of this invocation")
-    parser.add_argument("--finalize-only", action="store_true",
-                        help="skip training; average snapshots and write the model directory")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="model directory; default models/<name>"
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        help="stop (resumably) after this many minutes of this invocation",
+    )
+    parser.add_argument(
+        "--finalize-only",
+        action="store_true",
+        help="skip training; average snapshots and write the model directory",
+    )
     parser.add_argument("--no-finalize", action="store_true")
     args = parser.parse_args(argv)
 
@@ -413,7 +492,8 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.run_dir or Path("runs") / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.FileHandler(run_dir / "train.log"), logging.StreamHandler(sys.stderr)],
     )
     trainer = Trainer(run, run_dir, args.data_dir or default_data_dir())

@@ -145,7 +145,7 @@ class DecoderLayer(nn.Module):
         causal_mask: Tensor,
         src_mask: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Returns the output, the self-attention keys/values including this step's, and aux loss."""
+        """Output, self-attention keys/values including this step's, and the MoE aux loss."""
         h = self.self_sublayer.sublayer_input(x)
         k, v = self.self_attn.project_kv(h)
         k = torch.cat([past_k, k], dim=2)  # (B, H, P+T, Dh)
@@ -159,6 +159,8 @@ class DecoderLayer(nn.Module):
 
 class PositionalEncoding(nn.Module):
     """Adds PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...), then dropout."""
+
+    table: Tensor
 
     def __init__(self, d_model: int, max_length: int, dropout: float) -> None:
         super().__init__()
@@ -278,7 +280,7 @@ class Transformer(nn.Module):
 
     def cross_attention_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of every decoder layer, each (L, B, H, S, Dh)."""
-        kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder_layers]
+        kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder_layers]  # type: ignore[union-attr,operator]
         return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
 
     def empty_cache(self, memory: Tensor) -> KVCache:
@@ -314,8 +316,13 @@ class Transformer(nn.Module):
         aux = x.new_zeros(())
         for i, layer in enumerate(self.decoder_layers):
             x, k, v, layer_aux = layer(
-                x, past.self_k[i], past.self_v[i], past.cross_k[i], past.cross_v[i],
-                causal_mask, src_mask,
+                x,
+                past.self_k[i],
+                past.self_v[i],
+                past.cross_k[i],
+                past.cross_v[i],
+                causal_mask,
+                src_mask,
             )
             ks.append(k)
             vs.append(v)

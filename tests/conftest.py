@@ -28,29 +28,46 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
     """A 600-piece SentencePiece model trained on the first 3,000 train pairs."""
-    sentences = read_lines(data_dir, "train", "en")[:3000] + read_lines(data_dir, "train", "de")[:3000]
+    sentences = (
+        read_lines(data_dir, "train", "en")[:3000] + read_lines(data_dir, "train", "de")[:3000]
+    )
     out = tmp_path_factory.mktemp("tokenizer") / "tokenizer.model"
     return train_tokenizer(sentences, out, vocab_size=600)
 
 
 def tiny_config(tokenizer: Tokenizer, **overrides: object) -> ModelConfig:
     values: dict[str, object] = dict(
-        vocab_size=tokenizer.vocab_size, d_model=32, n_heads=4, n_encoder_layers=2,
-        n_decoder_layers=2, d_ff=64, dropout=0.0, max_length=64, pad_id=tokenizer.pad_id,
-        bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+        vocab_size=tokenizer.vocab_size,
+        d_model=32,
+        n_heads=4,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        max_length=64,
+        pad_id=tokenizer.pad_id,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
     )
     values.update(overrides)
     return ModelConfig(**values)  # type: ignore[arg-type]
 
 
-def write_tiny_model(out_dir: Path, tokenizer: Tokenizer, source: str, target: str, seed: int,
-                     **overrides: object) -> Path:
+def write_tiny_model(
+    out_dir: Path, tokenizer: Tokenizer, source: str, target: str, seed: int, **overrides: object
+) -> Path:
     """A randomly initialised model directory, in the shipped layout."""
     torch.manual_seed(seed)
     config = tiny_config(tokenizer, **overrides)
     model = build_model(config)
-    save_model_dir(out_dir, config, state_dict_for_saving(model), tokenizer.path,
-                   source_lang=source, target_lang=target)
+    save_model_dir(
+        out_dir,
+        config,
+        state_dict_for_saving(model),
+        tokenizer.path,
+        source_lang=source,
+        target_lang=target,
+    )
     return out_dir
 
 
@@ -71,8 +88,16 @@ def tiny_model_dir(tiny_models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_moe_model_dir(tiny_tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("moe")
-    return write_tiny_model(root / "en-de", tiny_tokenizer, "en", "de", seed=3, moe_experts=4,
-                            moe_top_k=2, moe_shared_experts=1)
+    return write_tiny_model(
+        root / "en-de",
+        tiny_tokenizer,
+        "en",
+        "de",
+        seed=3,
+        moe_experts=4,
+        moe_top_k=2,
+        moe_shared_experts=1,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,23 @@ BOS, EOS, PAD = 2, 3, 0
 
 def tiny_model(seed: int = 0, **kw: object) -> Transformer:
     torch.manual_seed(seed)
-    values: dict[str, object] = dict(vocab_size=40, d_model=32, n_heads=4, n_encoder_layers=2,
-                                     n_decoder_layers=2, d_ff=64, dropout=0.0, max_length=64)
+    values: dict[str, object] = dict(
+        vocab_size=40,
+        d_model=32,
+        n_heads=4,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        max_length=64,
+    )
     values.update(kw)
     return build_model(ModelConfig(**values)).eval()  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kw", [{}, {"norm_first": False}, {"moe_experts": 4, "moe_shared_experts": 1}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"norm_first": False}, {"moe_experts": 4, "moe_shared_experts": 1}]
+)
 def test_cached_decoding_equals_uncached(kw: dict[str, object]) -> None:
     model = tiny_model(**kw)
     src = torch.randint(4, 40, (3, 9))
@@ -59,8 +69,10 @@ def test_cache_select_keeps_rows_in_order() -> None:
 
 def sources(n: int = 6, seed: int = 1) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(4, 40, (int(torch.randint(1, 9, (1,), generator=g)),),
-                          generator=g).tolist() for _ in range(n)]
+    return [
+        torch.randint(4, 40, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(n)
+    ]
 
 
 def run(model: Transformer, srcs: list[list[int]], beam: int, n_best: int = 1):
@@ -69,8 +81,16 @@ def run(model: Transformer, srcs: list[list[int]], beam: int, n_best: int = 1):
     state = decoder.start(ids, mask)
     if beam == 0:
         return greedy_search(decoder, state, len(srcs), bos_id=BOS, eos_id=EOS, max_length=12)
-    return beam_search(decoder, state, len(srcs), beam_size=beam, bos_id=BOS, eos_id=EOS,
-                       max_length=12, n_best=n_best)
+    return beam_search(
+        decoder,
+        state,
+        len(srcs),
+        beam_size=beam,
+        bos_id=BOS,
+        eos_id=EOS,
+        max_length=12,
+        n_best=n_best,
+    )
 
 
 def test_beam_one_equals_greedy() -> None:

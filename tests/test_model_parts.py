@@ -41,8 +41,9 @@ def test_attention_matches_torch_sdpa(causal: bool) -> None:
         mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
         mask[0, ..., 4:] = False  # two padded keys in the first sentence
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, mask), expected,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        scaled_dot_product_attention(q, k, v, mask), expected, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_attention_softmax_is_stable_for_large_scores() -> None:
@@ -97,9 +98,18 @@ def test_add_and_norm_orders(norm_first: bool) -> None:
 
 def tiny(norm_first: bool = True, **kw: object) -> torch.nn.Module:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=50, d_model=16, n_heads=2, n_encoder_layers=2,
-                      n_decoder_layers=2, d_ff=32, dropout=0.0, norm_first=norm_first,
-                      max_length=40, **kw)  # type: ignore[arg-type]
+    cfg = ModelConfig(
+        vocab_size=50,
+        d_model=16,
+        n_heads=2,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=32,
+        dropout=0.0,
+        norm_first=norm_first,
+        max_length=40,
+        **kw,
+    )  # type: ignore[arg-type]
     return build_model(cfg).eval()
 
 

@@ -12,8 +12,9 @@ from model.transformer import build_model
 
 def moe(**kw: object) -> MoEFeedForward:
     torch.manual_seed(0)
-    values: dict[str, object] = dict(d_model=16, n_heads=2, d_ff=32, dropout=0.0,
-                                     moe_experts=4, moe_top_k=2)
+    values: dict[str, object] = dict(
+        d_model=16, n_heads=2, d_ff=32, dropout=0.0, moe_experts=4, moe_top_k=2
+    )
     values.update(kw)
     return MoEFeedForward(ModelConfig(**values))  # type: ignore[arg-type]
 
@@ -66,9 +67,18 @@ def test_load_balancing_loss_is_one_when_balanced_and_higher_when_not() -> None:
 
 def test_moe_model_trains() -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=16, d_model=32, n_heads=4, n_encoder_layers=1,
-                      n_decoder_layers=1, d_ff=32, dropout=0.0, moe_experts=4, moe_top_k=2,
-                      moe_shared_experts=1)
+    cfg = ModelConfig(
+        vocab_size=16,
+        d_model=32,
+        n_heads=4,
+        n_encoder_layers=1,
+        n_decoder_layers=1,
+        d_ff=32,
+        dropout=0.0,
+        moe_experts=4,
+        moe_top_k=2,
+        moe_shared_experts=1,
+    )
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)

@@ -38,14 +38,32 @@ def test_token_batches_cover_everything_once_under_the_budget() -> None:
 
 
 def run_config(**train: object) -> RunConfig:
-    model = ModelConfig(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64,
-                        dropout=0.1, max_length=64)
-    values: dict[str, object] = dict(vocab_size=300, max_tokens=600, lr=3e-3, warmup_steps=5,
-                                     train_limit=400, val_limit=20, threads=1, log_every=2,
-                                     val_max_length=8, average_last=2, checkpoint_minutes=1e9)
+    model = ModelConfig(
+        d_model=32,
+        n_heads=2,
+        n_encoder_layers=1,
+        n_decoder_layers=1,
+        d_ff=64,
+        dropout=0.1,
+        max_length=64,
+    )
+    values: dict[str, object] = dict(
+        vocab_size=300,
+        max_tokens=600,
+        lr=3e-3,
+        warmup_steps=5,
+        train_limit=400,
+        val_limit=20,
+        threads=1,
+        log_every=2,
+        val_max_length=8,
+        average_last=2,
+        checkpoint_minutes=1e9,
+    )
     values.update(train)
-    return RunConfig(name="t", source_lang="en", target_lang="de", model=model,
-                     train=TrainConfig(**values))  # type: ignore[arg-type]
+    return RunConfig(
+        name="t", source_lang="en", target_lang="de", model=model, train=TrainConfig(**values)
+    )  # type: ignore[arg-type]
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -74,7 +92,9 @@ def test_epochs_write_snapshots_history_curves_and_a_shippable_model(
     trainer.train()
     assert [h["epoch"] for h in trainer.state["history"]] == [1, 2, 3]
     assert sorted(p.name for p in run_dir.glob("epoch_*.safetensors")) == [
-        "epoch_002.safetensors", "epoch_003.safetensors"]
+        "epoch_002.safetensors",
+        "epoch_003.safetensors",
+    ]
     assert (run_dir / "curves.png").stat().st_size > 1000
     polled = json.loads((run_dir / "history.json").read_text())
     assert [h["epoch"] for h in polled] == [1, 2, 3] and all("val_bleu" in h for h in polled)
@@ -85,8 +105,9 @@ def test_epochs_write_snapshots_history_curves_and_a_shippable_model(
     assert info["epochs"] == 3
     shipped = state_dict_for_saving(loaded.model)
     if info["weights"].startswith("average"):
-        expected = average_state_dicts([load_file(str(p)) for p in
-                                        sorted(run_dir.glob("epoch_*.safetensors"))])
+        expected = average_state_dicts(
+            [load_file(str(p)) for p in sorted(run_dir.glob("epoch_*.safetensors"))]
+        )
     else:
         expected = load_file(str(run_dir / "best.safetensors"))
     for key, value in expected.items():
