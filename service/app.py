@@ -1,0 +1,46 @@
+"""The FastAPI application: create_app(settings) wires routes, errors, metrics and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.metrics import Metrics
+from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.routes import api_router
+from service.settings import Settings
+from service.translator import Translator
+
+DESCRIPTION = """Self-hosted machine translation: a Transformer trained from scratch on Multi30k,
+served by ONNX Runtime (PyTorch as the automatic fallback) behind a dynamic batcher.
+
+Every error has the body `{"error": {"type": ..., "message": ...}}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A ready-to-serve app; models load in the background once the lifespan starts."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        translator = Translator(settings, metrics)
+        app.state.translator = translator
+        await translator.start()
+        try:
+            yield
+        finally:
+            await translator.stop()
+
+    app = FastAPI(title="NMT service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(api_router)
+    # The last added runs first: metrics see every response, the 413s included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,54 @@
+"""POST /v1/translate: the service's own translation API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from service.routes.deps import TranslatorDep, require_api_key, unless_disconnected
+from service.schemas import ErrorResponse, TranslateRequest, TranslateResponse, TranslationItem
+
+router = APIRouter(prefix="/v1", tags=["translate"], dependencies=[Depends(require_api_key)])
+
+# Shown in /docs: every failure has the same body.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": what}
+    for code, what in {
+        400: "Invalid JSON, or an unsupported language pair or format",
+        401: "Missing or invalid API key",
+        413: "Request body too large",
+        415: "Body not sent as application/json",
+        422: "Empty text, text too long, too many texts, beam size out of range, wrong types",
+        429: "Queue full (see Retry-After)",
+        503: "Models loading or shutting down (see Retry-After)",
+        504: "Not translated before the request deadline",
+    }.items()
+}
+
+
+@router.post("/translate", response_model_exclude_none=True, responses=ERRORS)
+async def translate(
+    body: TranslateRequest, request: Request, translator: TranslatorDep
+) -> TranslateResponse:
+    """Translate one text or a list; multi-sentence texts keep their whitespace and lines."""
+    texts = [body.text] if isinstance(body.text, str) else body.text
+    result = await unless_disconnected(
+        request,
+        translator.translate(
+            texts,
+            body.source_lang,
+            body.target_lang,
+            beam_size=body.beam_size,
+            max_length=body.max_length,
+            alternatives=body.alternatives,
+        ),
+    )
+    return TranslateResponse(
+        translations=[
+            TranslationItem(text=t, alternatives=a if body.alternatives else None)
+            for t, a in zip(result.texts, result.alternatives, strict=True)
+        ],
+        model=result.model,
+        backend=result.backend,
+    )

@@ -1,0 +1,188 @@
+"""Request and response bodies (XRequest / XResponse), with the examples shown in /docs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TranslateRequest(BaseModel):
+    """POST /v1/translate."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "Two young men are playing soccer. A dog watches them.",
+                    "source_lang": "en",
+                    "target_lang": "de",
+                },
+                {
+                    "text": ["A man rides a bike.", "Children play in the park."],
+                    "source_lang": "en",
+                    "target_lang": "de",
+                    "beam_size": 4,
+                    "alternatives": 2,
+                },
+            ]
+        },
+    )
+
+    text: str | list[str] = Field(
+        description="One text or a list of texts; a text may hold several sentences and lines."
+    )
+    source_lang: str = Field(description="Source language code.", examples=["en"])
+    target_lang: str = Field(description="Target language code.", examples=["de"])
+    beam_size: int | None = Field(
+        None, description="Beam size (1 = greedy); the server's default when omitted."
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Most tokens per output sentence; default twice the source plus ten.",
+    )
+    alternatives: int = Field(0, ge=0, description="How many alternative translations to add.")
+
+
+class TranslationItem(BaseModel):
+    text: str = Field(description="The best translation.")
+    alternatives: list[str] | None = Field(
+        None, description="The next best translations, when asked for."
+    )
+
+
+class TranslateResponse(BaseModel):
+    """POST /v1/translate: one item per input text, in order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "translations": [
+                        {"text": "Zwei junge Männer spielen Fußball. Ein Hund sieht ihnen zu."}
+                    ],
+                    "model": "en-de@3f9c2a71d0be",
+                    "backend": "onnx",
+                }
+            ]
+        }
+    )
+
+    translations: list[TranslationItem]
+    model: str = Field(description="<pair>@<model version (content hash)>.")
+    backend: str = Field(description="The backend that translated: onnx, or torch on fallback.")
+
+
+class LibreTranslateRequest(BaseModel):
+    """POST /translate, LibreTranslate's fields (JSON or form body)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "q": "A little girl climbs into a wooden playhouse.",
+                    "source": "en",
+                    "target": "de",
+                },
+                {"q": ["Hello.", "Good night."], "source": "en", "target": "de", "alternatives": 2},
+            ]
+        },
+    )
+
+    q: str | list[str] = Field(description="Text or list of texts.")
+    source: str = Field(description="Source language code ('auto' is not supported).")
+    target: str = Field(description="Target language code.")
+    format: Literal["text", "html"] = Field(
+        "text",
+        description="Only 'text'; 'html' is refused (400) rather than translated "
+        "with its markup stripped or mangled.",
+    )
+    alternatives: int = Field(0, ge=0, description="How many alternatives to add.")
+    api_key: str | None = Field(None, description="API key, when the server requires one.")
+
+
+class LibreTranslateResponse(BaseModel):
+    """LibreTranslate's answer: a string (or list, when q was a list)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"translatedText": "Ein kleines Mädchen klettert in ein Spielhaus aus Holz."},
+            ]
+        }
+    )
+
+    translatedText: str | list[str]  # noqa: N815 (LibreTranslate's field name)
+    alternatives: list[str] | list[list[str]] | None = None
+
+
+class LanguageResponse(BaseModel):
+    code: str = Field(examples=["en"])
+    name: str = Field(examples=["English"])
+    targets: list[str] = Field(examples=[["de"]])
+
+
+class ModelInfo(BaseModel):
+    pair: str = Field(examples=["en-de"])
+    source_lang: str
+    target_lang: str
+    backend: str = Field(description="Backend serving now (torch while on the fallback).")
+    fallback: str | None = Field(description="Backend that takes over when the first fails.")
+    degraded: bool = Field(description="True while serving on the fallback.")
+    device: str
+    precision: str
+    version: str = Field(description="Content hash of config, weights and tokenizer.")
+
+
+class ModelsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "models": [
+                        {
+                            "pair": "en-de",
+                            "source_lang": "en",
+                            "target_lang": "de",
+                            "backend": "onnx",
+                            "fallback": "torch",
+                            "degraded": False,
+                            "device": "cpu",
+                            "precision": "fp32",
+                            "version": "3f9c2a71d0be",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ok", "models": {"en-de": {"backend": "onnx", "degraded": False}}},
+            ]
+        }
+    )
+
+    status: str = Field(description="live | loading | ok | degraded | failed | stopping")
+    models: dict[str, dict[str, object]] = Field(default_factory=dict)
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(examples=["unsupported_language_pair"])
+    message: str = Field(examples=["no model for en-fr; served pairs: de-en, en-de"])
+
+
+class ErrorResponse(BaseModel):
+    """Every error: {"error": {"type", "message"}}."""
+
+    error: ErrorDetail

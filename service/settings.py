@@ -1,0 +1,164 @@
+"""Service configuration: environment variables with the prefix NMT_ (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Auto precision on CPU. fp32 until bench/results/engines.json shows int8 both faster and
+# within the BLEU tolerance on the shipped models; NMT_PRECISION=int8 opts in meanwhile.
+CPU_AUTO_PRECISION = "fp32"
+
+
+class Settings(BaseSettings):
+    """Every knob of the running service; the README's configuration table lists these."""
+
+    model_config = SettingsConfigDict(env_prefix="NMT_", extra="ignore")
+
+    models_dir: Path = Field(
+        default=Path("models"),
+        description="Directory holding one model directory per language pair "
+        "(<src>-<tgt>/config.json, model.safetensors, tokenizer.model); relative to the "
+        "working directory.",
+    )
+    artifacts_dir: Path | None = Field(
+        default=None,
+        description="Cache of the exported ONNX graphs (<pair>-<model hash>/<precision>/), "
+        "exported on first start when missing; default artifacts/ in the repository. Mount it "
+        "writable and persistent so restarts skip the export.",
+    )
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="Inference backend. auto: ONNX Runtime, with the PyTorch engine loaded "
+        "beside it as the fallback (used when ORT cannot load or a batch fails in ORT); "
+        "onnx: ONNX Runtime only; torch: PyTorch only.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="auto: cuda when ONNX Runtime offers CUDAExecutionProvider and torch sees "
+        "a GPU, else cpu.",
+    )
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        default="auto",
+        description="Weights precision. auto: fp16 on cuda, fp32 on cpu (int8 is opt-in: "
+        "dynamic int8 ONNX graphs, cpu only). The PyTorch fallback runs fp32 (fp16 on cuda).",
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, description="Most sentences in one engine call; 1 turns batching off."
+    )
+    max_batch_tokens: int = Field(
+        default=4096,
+        ge=1,
+        description="Most source tokens in one engine call, padding included "
+        "(sentences x longest sentence).",
+    )
+    max_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a batch stays open for more sentences after its first one "
+        "arrived, when it is neither full nor over the token budget. Under load batches fill "
+        "while the engine is busy anyway; this only adds latency to a lone request.",
+    )
+    max_queue_size: int = Field(
+        default=1024,
+        ge=1,
+        description="Most sentences waiting per language pair; beyond it requests get 429 "
+        "with Retry-After. A request larger than the whole queue is admitted only into an "
+        "empty queue.",
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Deadline of a request, queueing included; past it: 504."
+    )
+    max_chars: int = Field(default=5000, ge=1, description="Most characters in one text.")
+    max_texts: int = Field(default=64, ge=1, description="Most texts in one request.")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys. When set, translation and model routes need "
+        "`Authorization: Bearer <key>`, `X-API-Key: <key>` or LibreTranslate's `api_key` "
+        "field; health, metrics, /languages and the docs stay open.",
+    )
+    host: str = Field(default="0.0.0.0", description="Address `python -m service` listens on.")
+    port: int = Field(
+        default=8000, ge=1, le=65535, description="Port `python -m service` listens on."
+    )
+    max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1, description="Largest request body accepted; beyond it: 413."
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="Intra-op threads of the engines (torch and ONNX Runtime); 0 leaves the "
+        "libraries' default (all cores).",
+    )
+    default_beam_size: int = Field(
+        default=4, ge=1, description="Beam size when a request names none (1 is greedy search)."
+    )
+    max_beam_size: int = Field(
+        default=8,
+        ge=1,
+        description="Largest beam size a request may ask for; alternatives must be below it.",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="Log level of the service and uvicorn."
+    )
+
+    @model_validator(mode="after")
+    def _beam_sizes(self) -> Settings:
+        if self.default_beam_size > self.max_beam_size:
+            raise ValueError(
+                f"default_beam_size {self.default_beam_size} is over "
+                f"max_beam_size {self.max_beam_size}"
+            )
+        return self
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    def resolved_device(self) -> str:
+        """The device `auto` stands for on this machine."""
+        if self.device != "auto":
+            return self.device
+        return "cuda" if _cuda_usable(self.backend) else "cpu"
+
+    def resolved_precision(self, device: str) -> str:
+        """The precision `auto` stands for on that device."""
+        if self.precision != "auto":
+            return self.precision
+        return "fp16" if device == "cuda" else CPU_AUTO_PRECISION
+
+
+def _cuda_usable(backend: str) -> bool:
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    if backend == "torch":
+        return True
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def settings_table() -> str:
+    """The configuration as a Markdown table (variable, default, description) for the README."""
+    rows = ["| Variable | Default | Description |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, list) else default
+        shown = "" if shown is None else shown
+        rows.append(f"| `NMT_{name.upper()}` | `{shown}` | {info.description} |")
+    return "\n".join(rows)

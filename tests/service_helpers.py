@@ -1,0 +1,107 @@
+"""Helpers for the service tests: settings for tiny models, and a real server in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.metrics import Metrics
+from service.settings import Settings
+from service.translator import Translator
+
+
+def tiny_settings(models_dir: Path, **overrides: Any) -> Settings:
+    """Settings for the tiny models: ONNX with the torch fallback, one CPU thread, short waits.
+
+    The exported graphs are cached beside the models directory, so a test session exports
+    each tiny model once.
+    """
+    values: dict[str, Any] = dict(
+        models_dir=models_dir,
+        backend="auto",
+        device="cpu",
+        precision="fp32",
+        threads=1,
+        max_wait_ms=2,
+        default_beam_size=1,
+        log_level="warning",
+        artifacts_dir=Path(models_dir).parent / "onnx-artifacts",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Served:
+    """A running server: its URL, the app, and a client bound to it."""
+
+    url: str
+    app: FastAPI
+    client: httpx.Client
+
+    @property
+    def translator(self) -> Translator:
+        return self.app.state.translator  # type: ignore[no-any-return]
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.app.state.metrics  # type: ignore[no-any-return]
+
+
+@contextmanager
+def serve(settings: Settings, *, wait_loaded: bool = True) -> Iterator[Served]:
+    """Run the app under uvicorn on 127.0.0.1 (a free port) in a thread; stop it gracefully."""
+    app = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    # Listening before uvicorn starts: early connections wait in the backlog, no polling.
+    sock.listen(128)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            client.get("/health/live").raise_for_status()  # answered once the lifespan started
+            if wait_loaded:
+                assert app.state.translator.loaded.wait(60), "models did not load"
+            yield Served(url, app, client)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def translate_body(text: str | list[str], **extra: Any) -> dict[str, Any]:
+    return {"text": text, "source_lang": "en", "target_lang": "de", "max_length": 8, **extra}
+
+
+@asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan, in this event loop, and an ASGI client (no sockets)."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://svc", timeout=30) as client,
+        app.router.lifespan_context(app),
+    ):
+        assert await asyncio.to_thread(app.state.translator.loaded.wait, 60)
+        yield app, client
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Yield to the loop until condition holds (the event under test, not a guessed delay)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
