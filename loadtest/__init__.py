@@ -1,0 +1,1 @@
+"""Load-testing client for the translation service: closed and open loop, reports and plots."""
