@@ -14,16 +14,23 @@ from service.engine.base import Engine
 class TorchEngine(Engine):
     backend = "torch"
 
-    def __init__(self, loaded: LoadedModel, *, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self, loaded: LoadedModel, *, device: str = "cpu", precision: str = "fp32"
+    ) -> None:
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"the torch engine runs fp32 or fp16, not {precision}")
         if precision == "fp16" and device != "cuda":
             raise ValueError("fp16 needs device cuda")
         cfg = loaded.config
         super().__init__(
-            tokenizer=loaded.tokenizer, source_lang=loaded.source_lang,
-            target_lang=loaded.target_lang, version=loaded.version, bos_id=cfg.bos_id,
-            eos_id=cfg.eos_id, pad_id=cfg.pad_id, max_positions=cfg.max_length,
+            tokenizer=loaded.tokenizer,
+            source_lang=loaded.source_lang,
+            target_lang=loaded.target_lang,
+            version=loaded.version,
+            bos_id=cfg.bos_id,
+            eos_id=cfg.eos_id,
+            pad_id=cfg.pad_id,
+            max_positions=cfg.max_length,
         )
         self.device = device
         self.precision = precision

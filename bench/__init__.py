@@ -1,0 +1,1 @@
+"""Benchmarks: engines compared on one machine, with the command that produced each table."""

@@ -1,0 +1,426 @@
+"""`python -m bench.engines`: every engine on the same test_2016_flickr sentences, one table.
+
+Rows: torch without a KV cache, torch with it, ONNX Runtime fp32 and int8, and CTranslate2
+fp32 and int8 converted from the same checkpoint; each at beam 1 and 4, batch 1 and 32.
+Every row runs in a fresh process, so its peak memory and thread settings are its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("torch-nocache", "torch", "onnx", "ctranslate2")
+ROWS = (
+    ("torch-nocache", "fp32"),
+    ("torch", "fp32"),
+    ("onnx", "fp32"),
+    ("onnx", "int8"),
+    ("ctranslate2", "fp32"),
+    ("ctranslate2", "int8"),
+)
+BEAMS = (1, 4)
+BATCHES = (1, 32)
+SPLIT = "test_2016_flickr"
+RESULTS = Path(__file__).resolve().parent / "results"
+# The same length penalty alpha on every engine; CTranslate2 applies it as score / len^alpha,
+# ours as GNMT's ((5 + len) / 6)^alpha, so beam-4 rows may rank a few hypotheses differently.
+ALPHA = 0.6
+
+TranslateFn = Callable[[list[list[int]], int], list[list[int]]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row to measure, and what the child process needs to run it."""
+
+    engine: str
+    precision: str
+    beam: int
+    batch: int
+    model_dir: str
+    sentences: int
+    threads: int
+    ct2_dir: str | None
+    artifacts_root: str | None
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    engine: str
+    precision: str
+    beam: int
+    batch: int
+    sentences: int
+    seconds: float
+    cpu_seconds: float
+    sentences_per_s: float
+    tokens_per_s: float
+    p50_batch_ms: float
+    rss_mib: float
+    peak_delta_mib: float
+    bleu: float
+
+
+# ----- memory, read from /proc (Linux) -----
+def _status_kib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def _reset_peak_rss() -> None:
+    """Set the peak RSS (VmHWM) back to the current RSS (Linux >= 4.0)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+# ----- the translators a row can use -----
+def _our_engine(job: Job) -> TranslateFn:
+    from model.checkpoint import load_model
+    from service.engine.loader import load_engine
+
+    if job.engine == "onnx":
+        from service.engine.onnx_engine import load_onnx_engine
+
+        root = Path(job.artifacts_root) if job.artifacts_root else None
+        engine: Any = load_onnx_engine(
+            Path(job.model_dir), precision=job.precision, threads=job.threads, artifacts_root=root
+        )
+    elif job.engine == "torch-nocache":
+        from bench.torch_nocache import TorchNoCacheEngine
+
+        engine = TorchNoCacheEngine(load_model(job.model_dir))
+    else:
+        engine = load_engine(job.model_dir, backend="torch", precision=job.precision)
+
+    def translate(batch: list[list[int]], beam: int) -> list[list[int]]:
+        return [h[0].tokens for h in engine.generate(batch, beam_size=beam, alpha=ALPHA)]
+
+    return translate
+
+
+def _ctranslate2(job: Job) -> TranslateFn:
+    import ctranslate2
+
+    from model.checkpoint import read_model_config
+    from model.tokenizer import TOKENIZER_FILE, Tokenizer
+
+    config, _ = read_model_config(Path(job.model_dir))
+    sp = Tokenizer(Path(job.model_dir) / TOKENIZER_FILE).sp
+    compute_type = {"fp32": "float32", "int8": "int8"}[job.precision]
+    translator = ctranslate2.Translator(
+        job.ct2_dir,
+        device="cpu",
+        compute_type=compute_type,
+        inter_threads=1,
+        intra_threads=job.threads,
+    )
+
+    def translate(batch: list[list[int]], beam: int) -> list[list[int]]:
+        # The output budget our engines use: twice the longest source plus ten.
+        budget = min(2 * max(len(s) for s in batch) + 10, config.max_length - 1)
+        results = translator.translate_batch(
+            [[sp.id_to_piece(i) for i in s] for s in batch],
+            beam_size=beam,
+            max_decoding_length=budget,
+            length_penalty=ALPHA if beam > 1 else 0.0,
+            max_batch_size=0,
+        )
+        return [[sp.piece_to_id(p) for p in r.hypotheses[0]] for r in results]
+
+    return translate
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Child process: load, warm up, then time every batch; returns outputs and figures."""
+    import torch
+
+    from model.data import default_data_dir, read_lines
+    from model.tokenizer import TOKENIZER_FILE, Tokenizer
+
+    torch.set_num_threads(job.threads)
+    meta = json.loads((Path(job.model_dir) / "config.json").read_text())
+    tokenizer = Tokenizer(Path(job.model_dir) / TOKENIZER_FILE)
+    texts = read_lines(default_data_dir(), SPLIT, meta["source_lang"])[: job.sentences]
+    limit = meta["model"]["max_length"] - 1
+    sources = [s[:limit] for s in tokenizer.encode(texts)]
+    batches = [sources[i : i + job.batch] for i in range(0, len(sources), job.batch)]
+
+    translate = _ctranslate2(job) if job.engine == "ctranslate2" else _our_engine(job)
+    translate(batches[0], job.beam)  # warm-up: first-call allocations and lazy init
+    rss_kib = _status_kib("VmRSS")
+    _reset_peak_rss()
+    outputs: list[list[int]] = []
+    times = []
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for batch in batches:
+        t0 = time.perf_counter()
+        outputs.extend(translate(batch, job.beam))
+        times.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - start
+    return {
+        "outputs": outputs,
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_start,
+        "p50_batch_ms": 1000 * statistics.median(times),
+        "rss_mib": rss_kib / 1024,
+        "peak_delta_mib": (_status_kib("VmHWM") - rss_kib) / 1024,
+    }
+
+
+def measure(job: Job, references: Sequence[str]) -> Row:
+    """Run one job in a fresh process and turn its outputs into a table row."""
+    import sacrebleu
+
+    from model.tokenizer import TOKENIZER_FILE, Tokenizer
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        result = pool.submit(run_job, job).result()
+    outputs = result["outputs"]
+    hypotheses = Tokenizer(Path(job.model_dir) / TOKENIZER_FILE).decode(outputs)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [list(references[: len(outputs)])]).score
+    seconds = result["seconds"]
+    return Row(
+        engine=job.engine,
+        precision=job.precision,
+        beam=job.beam,
+        batch=job.batch,
+        sentences=len(outputs),
+        seconds=round(seconds, 3),
+        cpu_seconds=round(result["cpu_seconds"], 3),
+        sentences_per_s=round(len(outputs) / seconds, 2),
+        tokens_per_s=round(sum(len(o) for o in outputs) / seconds, 1),
+        p50_batch_ms=round(result["p50_batch_ms"], 2),
+        rss_mib=round(result["rss_mib"], 1),
+        peak_delta_mib=round(result["peak_delta_mib"], 1),
+        bleu=round(bleu, 2),
+    )
+
+
+def prepare(
+    model_dir: Path, rows: Sequence[tuple[str, str]], artifacts_root: Path | None
+) -> Path | None:
+    """Export the ONNX graphs and convert the CTranslate2 model once, before any row runs."""
+    from export.artifacts import ensure_graphs, model_artifacts_dir
+
+    for engine, precision in rows:
+        if engine == "onnx":
+            ensure_graphs(model_dir, precision, artifacts_root)
+    if not any(engine == "ctranslate2" for engine, _ in rows):
+        return None
+    from bench.ctranslate2_model import CT2_DIR, convert
+    from model.checkpoint import load_model
+
+    return convert(load_model(model_dir), model_artifacts_dir(model_dir, artifacts_root) / CT2_DIR)
+
+
+def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The issue's targets at batch 32: ORT vs CTranslate2 and vs torch without cache."""
+    by_key = {(r.engine, r.precision, r.beam, r.batch): r for r in rows}
+    out = []
+    for beam in BEAMS:
+        for (a, b), target in (
+            ((("onnx", "fp32"), ("ctranslate2", "fp32")), 1.0),
+            ((("onnx", "int8"), ("ctranslate2", "int8")), 1.0),
+            ((("onnx", "fp32"), ("torch-nocache", "fp32")), 3.0),
+        ):
+            ka, kb = (*a, beam, 32), (*b, beam, 32)
+            if ka in by_key and kb in by_key:
+                ra, rb = by_key[ka], by_key[kb]
+                value = ra.sentences_per_s / rb.sentences_per_s
+                # CPU seconds per sentence: the fairer figure when other work shares the cores
+                cpu_value = (rb.cpu_seconds / rb.sentences) / (ra.cpu_seconds / ra.sentences)
+                out.append(
+                    {
+                        "beam": beam,
+                        "batch": 32,
+                        "engine": " ".join(a),
+                        "versus": " ".join(b),
+                        "ratio": round(value, 2),
+                        "cpu_ratio": round(cpu_value, 2),
+                        "target": target,
+                        "met": value >= target,
+                    }
+                )
+    return out
+
+
+def machine(threads: int) -> dict[str, Any]:
+    """The CPU, core count and library versions the table was measured with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "torch": installed("torch"),
+        "onnxruntime": installed("onnxruntime"),
+        "ctranslate2": installed("ctranslate2"),
+    }
+
+
+def render(rows: Sequence[Row], report: dict[str, Any]) -> str:
+    """The markdown table with the command, the machine and how each column was measured."""
+    m = report["machine"]
+    lines = [
+        "# Engine benchmark",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Model: `{report['model']}` ({report['model_hash']}), {report['split']} "
+        f"{report['source_lang']}->{report['target_lang']}; machine: {m['cpu']}, "
+        f"{m['logical_cores']} logical cores, {m['threads']} thread(s) per engine; "
+        f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, ctranslate2 {m['ctranslate2']}.",
+        "",
+        "| engine | precision | beam | batch | sentences | sent/s | tokens/s | p50 ms/batch "
+        "| CPU s | RSS MiB | peak Δ MiB | BLEU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.engine} | {r.precision} | {r.beam} | {r.batch} | {r.sentences} "
+            f"| {r.sentences_per_s:.1f} | {r.tokens_per_s:.0f} | {r.p50_batch_ms:.1f} "
+            f"| {r.cpu_seconds:.2f} | {r.rss_mib:.0f} | {r.peak_delta_mib:.1f} | {r.bleu:.2f} |"
+        )
+    lines += ["", "Targets at batch 32 (sentences/s ratio; CPU-time ratio beside it):", ""]
+    for t in report["ratios"]:
+        mark = "met" if t["met"] else "NOT met"
+        lines.append(
+            f"- beam {t['beam']}: {t['engine']} / {t['versus']} = {t['ratio']:.2f}x "
+            f"(target >= {t['target']:.1f}x, {mark}; by CPU time {t['cpu_ratio']:.2f}x)"
+        )
+    lines += [
+        "",
+        "How to read it: each row runs in a fresh process after one warm-up batch; the batches "
+        "are the sentences in file order. tokens/s counts generated tokens (EOS excluded). "
+        "CPU s is the process CPU time of the timed run, all threads (spinning worker "
+        "threads count too). "
+        "RSS is the resident memory with the engine loaded and warm; peak Δ is the peak RSS "
+        "during the timed run (VmHWM, reset before it) minus that RSS. BLEU is sacreBLEU over "
+        "the row's sentences, so rows with fewer sentences are not comparable on BLEU. "
+        "CTranslate2 applies the length penalty as score / length^0.6, ours as GNMT's "
+        "((5 + length) / 6)^0.6, which may rank some beam-4 hypotheses differently.",
+    ]
+    if report["batch1_sentences"] < report["sentences"]:
+        lines.append(
+            f"Batch-1 rows ran on the first {report['batch1_sentences']} sentences "
+            f"(--batch1-limit), the others on {report['sentences']}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("models/en-de"))
+    parser.add_argument("--limit", type=int, default=1000, help="sentences per row")
+    parser.add_argument(
+        "--batch1-limit",
+        type=int,
+        default=None,
+        help="sentences for the batch-1 rows (default: --limit)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="intra-op threads of every engine",
+    )
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
+    parser.add_argument("--beams", nargs="+", type=int, default=list(BEAMS))
+    parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS / "engines", help="writes OUT.md and OUT.json"
+    )
+    args = parser.parse_args(argv)
+
+    from model.checkpoint import model_hash
+    from model.data import default_data_dir, read_lines
+
+    meta = json.loads((args.model / "config.json").read_text())
+    references = read_lines(default_data_dir(), SPLIT, meta["target_lang"])
+    limit = min(args.limit, len(references))
+    batch1_limit = min(args.batch1_limit or limit, limit)
+    rows_wanted = [(e, p) for e, p in ROWS if e in args.engines]
+    if meta["model"].get("moe_experts") and ("ctranslate2", "fp32") in rows_wanted:
+        print("CTranslate2 has no mixture-of-experts model: its rows are skipped", file=sys.stderr)
+        rows_wanted = [(e, p) for e, p in rows_wanted if e != "ctranslate2"]
+    root_env = os.environ.get("NMT_ARTIFACTS_DIR")
+    ct2_dir = prepare(args.model, rows_wanted, Path(root_env) if root_env else None)
+
+    rows: list[Row] = []
+    for engine, precision in rows_wanted:
+        for beam in args.beams:
+            for batch in args.batches:
+                job = Job(
+                    engine,
+                    precision,
+                    beam,
+                    batch,
+                    str(args.model),
+                    batch1_limit if batch == 1 else limit,
+                    args.threads,
+                    str(ct2_dir) if ct2_dir else None,
+                    root_env,
+                )
+                row = measure(job, references)
+                rows.append(row)
+                print(
+                    f"{engine:14s} {precision} beam {beam} batch {batch:3d}: "
+                    f"{row.sentences_per_s:8.1f} sent/s {row.tokens_per_s:9.0f} tok/s "
+                    f"p50 {row.p50_batch_ms:8.1f} ms  BLEU {row.bleu:.2f}",
+                    flush=True,
+                )
+
+    report = {
+        "command": " ".join(["python -m bench.engines", *(argv or sys.argv[1:])]),
+        "model": str(args.model),
+        "model_hash": model_hash(args.model),
+        "split": SPLIT,
+        "source_lang": meta["source_lang"],
+        "target_lang": meta["target_lang"],
+        "sentences": limit,
+        "batch1_sentences": batch1_limit,
+        "machine": machine(args.threads),
+        "memory": "RSS with the engine loaded and warm; peak delta = VmHWM during the timed "
+        "run (reset before it) minus that RSS; fresh process per row",
+        "rows": [asdict(r) for r in rows],
+    }
+    report["ratios"] = ratios(rows)
+    text = render(rows, report)
+    print("\n" + text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Exported graphs on disk: one directory per precision, cached by checkpoint hash, atomic.
+
+Layout: `<root>/<src>-<tgt>-<hash>/<precision>/{encoder.onnx, decoder.onnx, export.json}`
+with root `$NMT_ARTIFACTS_DIR` or `artifacts/` in the repository. Each precision directory
+is built in a temporary sibling and renamed into place, so a reader sees a whole variant or
+none; two processes exporting the same model at once both succeed and one result is kept.
+A variant is reused only if its manifest names the same checkpoint hash and graph format:
+graphs exported by an older version of this code are replaced, not fed to a newer engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from export.graphs import DECODER_FILE, ENCODER_FILE, OPSET, GraphNames
+from model.checkpoint import model_hash, read_model_config
+
+ARTIFACTS_ENV = "NMT_ARTIFACTS_DIR"
+MANIFEST_FILE = "export.json"
+PRECISIONS = ("fp32", "int8", "fp16")
+# The graphs' interface (inputs, outputs, their meaning); bump it whenever that changes.
+GRAPH_FORMAT = 2
+REPO = Path(__file__).resolve().parents[1]
+
+
+def artifacts_root() -> Path:
+    """Where exported graphs are cached: $NMT_ARTIFACTS_DIR, else artifacts/ in the repository."""
+    env = os.environ.get(ARTIFACTS_ENV)
+    return Path(env) if env else REPO / "artifacts"
+
+
+def model_artifacts_dir(model_dir: Path, root: Path | None = None) -> Path:
+    """`<root>/<src>-<tgt>-<hash>`: the cache directory of one checkpoint."""
+    _, meta = read_model_config(model_dir)
+    pair = f"{meta['source_lang']}-{meta['target_lang']}"
+    return (root or artifacts_root()) / f"{pair}-{model_hash(model_dir)}"
+
+
+@dataclass(frozen=True)
+class GraphSet:
+    """The encoder and decoder graphs of one model at one precision."""
+
+    directory: Path
+    precision: str
+
+    @property
+    def encoder(self) -> Path:
+        return self.directory / ENCODER_FILE
+
+    @property
+    def decoder(self) -> Path:
+        return self.directory / DECODER_FILE
+
+    def manifest(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads((self.directory / MANIFEST_FILE).read_text())
+        return result
+
+
+def export_graphs(
+    model_dir: Path, out_dir: Path, precisions: Iterable[str] = ("fp32",)
+) -> dict[str, GraphSet]:
+    """Export the requested precisions under out_dir; keeps variants already there for the model."""
+    model_dir = Path(model_dir)
+    wanted = list(dict.fromkeys(precisions))
+    unknown = set(wanted) - set(PRECISIONS)
+    if unknown:
+        raise ValueError(f"unknown precision(s) {sorted(unknown)}; choose from {PRECISIONS}")
+    version = model_hash(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = _ensure(out_dir / "fp32", version, lambda tmp: _export_fp32(model_dir, tmp))
+    built = {"fp32": fp32}
+    if "int8" in wanted:
+        from export.variants import quantize_int8
+
+        built["int8"] = _ensure(
+            out_dir / "int8", version, lambda tmp: quantize_int8(fp32.directory, tmp)
+        )
+    if "fp16" in wanted:
+        from export.variants import convert_fp16
+
+        built["fp16"] = _ensure(
+            out_dir / "fp16", version, lambda tmp: convert_fp16(fp32.directory, tmp)
+        )
+    return {p: built[p] for p in wanted}
+
+
+def ensure_graphs(model_dir: Path, precision: str, root: Path | None = None) -> GraphSet:
+    """The cached graphs of a checkpoint at a precision, exported first when missing."""
+    out_dir = model_artifacts_dir(Path(model_dir), root)
+    return export_graphs(Path(model_dir), out_dir, [precision])[precision]
+
+
+def _export_fp32(model_dir: Path, out_dir: Path) -> None:
+    from export.exporter import export_fp32
+    from model.checkpoint import load_model
+
+    export_fp32(load_model(model_dir).model, out_dir)
+
+
+def _is_current(directory: Path, version: str) -> bool:
+    manifest = directory / MANIFEST_FILE
+    if not manifest.exists():
+        return False
+    values = json.loads(manifest.read_text())
+    return bool(values.get("model_hash") == version and values.get("format") == GRAPH_FORMAT)
+
+
+def _ensure(final: Path, version: str, build: Callable[[Path], None]) -> GraphSet:
+    """Build a precision directory in a temporary sibling and rename it into place."""
+    precision = final.name
+    if _is_current(final, version):
+        return GraphSet(final, precision)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{precision}-", dir=final.parent))
+    try:
+        build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a service running as another user reads it
+        (tmp / MANIFEST_FILE).write_text(json.dumps(_manifest(tmp, version, precision), indent=2))
+        _publish(tmp, final, version)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return GraphSet(final, precision)
+
+
+def _publish(tmp: Path, final: Path, version: str) -> None:
+    """Rename tmp to final; a stale final (another checkpoint's graphs) is moved aside first."""
+    if final.exists() and not _is_current(final, version):
+        stale = Path(tempfile.mkdtemp(prefix=f".{final.name}-stale-", dir=final.parent))
+        final.rename(stale / final.name)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp.rename(final)
+    except OSError:
+        # Another process published the same variant first; its graphs are as good as ours.
+        if not _is_current(final, version):
+            raise
+
+
+def _manifest(directory: Path, version: str, precision: str) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    decoder = onnx.load(str(directory / DECODER_FILE), load_external_data=False)
+    n_layers = sum(1 for i in decoder.graph.input if i.name.startswith("past_self_k_"))
+    names = GraphNames(n_layers)
+    return {
+        "model_hash": version,
+        "format": GRAPH_FORMAT,
+        "precision": precision,
+        "opset": OPSET,
+        "n_decoder_layers": n_layers,
+        "encoder": {"inputs": names.encoder_inputs, "outputs": names.encoder_outputs},
+        "decoder": {"inputs": names.decoder_inputs, "outputs": names.decoder_outputs},
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }

@@ -1,0 +1,176 @@
+"""The ONNX Runtime engine: encoder and decoder-with-past graphs, the served backend."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from export.artifacts import GraphSet, ensure_graphs
+from export.graphs import GraphNames
+from model.checkpoint import model_hash, read_model_config
+from model.search import pad_batch
+from model.tokenizer import TOKENIZER_FILE, Tokenizer
+from service.engine.base import Engine
+from service.engine.ort_io import DeviceIO, GraphIO, HostIO, Value
+from service.engine.ort_session import CUDA_PROVIDER, cuda_available, make_session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OrtState:
+    """Decoder state on ONNX Runtime: B rows (hypotheses) decoding N sources.
+
+    Rows come in N contiguous groups of B / N, one group per source entry (the beams of a
+    sentence), so the source side is stored once per sentence, not once per beam.
+    """
+
+    # source side: one entry per source, gathered only when the set of sources changes
+    sources: np.ndarray  # (N,) index of each source in the batch given to start()
+    src_mask: Value  # (N, S) bool
+    cross: list[Value]  # cross_k_0..L-1 then cross_v_0..L-1, each (N, H, S, Dh)
+    # target side: one entry per row, growing by one position per step
+    rows: int  # B
+    past: list[Value]  # past_self_k_0..L-1 then past_self_v_0..L-1, each (B, H, T, Dh)
+
+    @property
+    def group(self) -> int:
+        """Rows per source entry."""
+        return self.rows // len(self.sources)
+
+
+class OnnxEngine(Engine):
+    """Greedy and beam search (model.search) over the exported graphs."""
+
+    backend = "onnx"
+
+    def __init__(
+        self,
+        graphs: GraphSet,
+        *,
+        tokenizer: Tokenizer,
+        source_lang: str,
+        target_lang: str,
+        version: str,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+        max_positions: int,
+        n_layers: int,
+        device: str = "cpu",
+        threads: int | None = None,
+        io_binding: bool | None = None,
+    ) -> None:
+        super().__init__(
+            tokenizer=tokenizer,
+            source_lang=source_lang,
+            target_lang=target_lang,
+            version=version,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            max_positions=max_positions,
+        )
+        self.device = device
+        self.precision = graphs.precision
+        self.graphs = graphs
+        names = GraphNames(n_layers)
+        encoder = make_session(graphs.encoder, device, threads)
+        decoder = make_session(graphs.decoder, device, threads)
+        if device == "cuda" and CUDA_PROVIDER not in decoder.get_providers():
+            # IO binding would place the cache on a device ORT does not run on.
+            raise RuntimeError(f"ONNX Runtime could not start CUDA for {graphs.decoder}")
+        # IO binding keeps the cache on the GPU; on the CPU, plain numpy feeds are as fast
+        # (measured) and simpler, so binding there is only for exercising the CUDA path.
+        if device == "cuda" if io_binding is None else io_binding:
+            self.io: GraphIO = DeviceIO(encoder, decoder, names, device=device, threads=threads)
+        else:
+            self.io = HostIO(encoder, decoder, names, threads=threads)
+
+    def warmup(self) -> None:
+        """Also build the row-selection graph that dropping a finished sentence runs."""
+        super().warmup()
+        token = self.eos_id + 1
+        state = self.start([[token] * 4, [token] * 2])
+        _, state = self.step(state, torch.full((2,), self.bos_id))
+        self.select(state, torch.tensor([1]))
+
+    def start(self, sources: Sequence[Sequence[int]]) -> OrtState:
+        src_ids, src_mask = pad_batch(sources, self.pad_id)
+        mask, cross = self.io.encode(src_ids.numpy(), src_mask.numpy())
+        n = len(sources)
+        return OrtState(np.arange(n), mask, cross, n, self.io.empty_past(n, cross[0]))
+
+    def step(self, state: OrtState, tokens: Tensor) -> tuple[Tensor, OrtState]:
+        ids = np.ascontiguousarray(tokens.numpy().reshape(-1, 1), dtype=np.int64)  # (N, 1)
+        log_probs, present = self.io.decode(ids, state.src_mask, state.past, state.cross)
+        return torch.from_numpy(log_probs), OrtState(
+            state.sources, state.src_mask, state.cross, state.rows, present
+        )
+
+    def select(self, state: OrtState, index: Tensor) -> OrtState:
+        rows = index.numpy().astype(np.int64, copy=False)
+        past = self.io.gather(state.past, rows)
+        entry = rows // state.group  # the source entry each new row decodes
+        group = _run_length(entry)
+        firsts = entry[::group]  # one source entry per group of new rows
+        if np.array_equal(firsts, np.arange(len(state.sources))):
+            # Same sources in the same order (beams expanded or reordered within their
+            # sentence): the source side is kept as it is, no copy.
+            return OrtState(state.sources, state.src_mask, state.cross, len(rows), past)
+        src_mask, *cross = self.io.gather([state.src_mask, *state.cross], firsts)
+        return OrtState(state.sources[firsts], src_mask, cross, len(rows), past)
+
+
+def _run_length(entry: np.ndarray) -> int:
+    """Rows per group if entry is made of equal-sized runs of one value each, else 1."""
+    if len(entry) == 0:
+        return 1
+    changes = np.flatnonzero(entry[1:] != entry[:-1])
+    group = int(changes[0]) + 1 if len(changes) else len(entry)
+    if len(entry) % group == 0 and (entry.reshape(-1, group) == entry[::group, None]).all():
+        return group
+    return 1
+
+
+def load_onnx_engine(
+    model_dir: Path | str,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    threads: int | None = None,
+    artifacts_root: Path | None = None,
+) -> OnnxEngine:
+    """An ONNX Runtime engine for a model directory, exporting its graphs if they are missing."""
+    model_dir = Path(model_dir)
+    if device == "cuda" and not cuda_available():
+        # The service still answers, slower; an operator sees why in the log.
+        log.warning("CUDAExecutionProvider is not available: %s runs on the CPU", model_dir)
+        device = "cpu"
+    if device == "cpu" and precision == "fp16":
+        log.warning("fp16 graphs are for CUDA: %s runs fp32 on the CPU", model_dir)
+        precision = "fp32"
+    if device == "cuda" and precision == "int8":
+        raise ValueError("int8 graphs are for the CPU; use fp16 or fp32 on cuda")
+    config, meta = read_model_config(model_dir)
+    graphs = ensure_graphs(model_dir, precision, artifacts_root)
+    return OnnxEngine(
+        graphs,
+        tokenizer=Tokenizer(model_dir / TOKENIZER_FILE),
+        source_lang=meta["source_lang"],
+        target_lang=meta["target_lang"],
+        version=model_hash(model_dir),
+        bos_id=config.bos_id,
+        eos_id=config.eos_id,
+        pad_id=config.pad_id,
+        max_positions=config.max_length,
+        n_layers=config.n_decoder_layers,
+        device=device,
+        threads=threads,
+    )

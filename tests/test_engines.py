@@ -1,0 +1,197 @@
+"""The engine contract, once for both backends, and the two backends against each other."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoint import model_hash
+from model.data import read_lines
+from model.search import beam_search
+from service.engine.base import Engine, Translation
+from service.engine.loader import load_engine
+from service.engine.onnx_engine import OnnxEngine, load_onnx_engine
+from service.engine.ort_session import cuda_available
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Exported graphs go to a session directory, never into the repository's artifacts/."""
+    path = tmp_path_factory.mktemp("artifacts")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NMT_ARTIFACTS_DIR", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session", params=["torch", "onnx"])
+def engine(request: pytest.FixtureRequest, tiny_model_dir: Path, artifacts_dir: Path) -> Engine:
+    return load_engine(tiny_model_dir, backend=request.param)
+
+
+@pytest.fixture(scope="session")
+def engines(tiny_model_dir: Path, artifacts_dir: Path) -> dict[str, Engine]:
+    return {backend: load_engine(tiny_model_dir, backend=backend) for backend in ("torch", "onnx")}
+
+
+@pytest.fixture(scope="session")
+def texts(data_dir: Path) -> list[str]:
+    return read_lines(data_dir, "test_2016_flickr", "en")[:10]
+
+
+def test_translate_returns_one_translation_per_text(engine: Engine, texts: list[str]) -> None:
+    out = engine.translate(texts, beam_size=2, max_length=12)
+    assert len(out) == len(texts)
+    for t in out:
+        assert isinstance(t, Translation)
+        assert isinstance(t.text, str) and t.tokens and len(t.tokens) <= 12
+        assert t.text == engine.tokenizer.decode([t.tokens])[0]
+        assert t.alternatives == []
+
+
+def test_engine_describes_itself(engine: Engine, tiny_model_dir: Path) -> None:
+    assert engine.backend in ("torch", "onnx")
+    assert (engine.device, engine.precision) == ("cpu", "fp32")
+    assert (engine.pair, engine.source_lang, engine.target_lang) == ("en-de", "en", "de")
+    assert engine.version == model_hash(tiny_model_dir)
+
+
+@pytest.mark.parametrize("num_alternatives", [1, 3])
+def test_alternatives_are_the_next_best(
+    engine: Engine, texts: list[str], num_alternatives: int
+) -> None:
+    out = engine.translate(texts[:3], beam_size=4, max_length=10, num_alternatives=num_alternatives)
+    for t in out:
+        assert len(t.alternatives) == num_alternatives
+        scores = [t.score] + [a.score for a in t.alternatives]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_beam_one_is_greedy(engine: Engine, texts: list[str]) -> None:
+    """Beam search with one beam and no length penalty (which steps through select) is greedy."""
+    sources = engine.tokenizer.encode(texts)
+    greedy = engine.generate(sources, beam_size=1, max_length=15)
+    beam = beam_search(
+        engine,
+        engine.start(sources),
+        len(sources),
+        beam_size=1,
+        bos_id=engine.bos_id,
+        eos_id=engine.eos_id,
+        max_length=15,
+        alpha=0.0,
+    )
+    assert [h[0].tokens for h in greedy] == [h[0].tokens for h in beam]
+
+
+def test_select_keeps_rows_consistent_with_a_fresh_batch(engine: Engine, texts: list[str]) -> None:
+    sources = engine.tokenizer.encode(texts[:4])
+    bos = torch.full((4,), engine.bos_id)
+    _, state = engine.step(engine.start(sources), bos)
+    state = engine.select(state, torch.tensor([2, 0, 0]))
+    tokens = torch.tensor([5, 6, 7])
+    got, _ = engine.step(state, tokens)
+    _, fresh = engine.step(engine.start([sources[2], sources[0], sources[0]]), bos[:3])
+    want, _ = engine.step(fresh, tokens)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert got.dtype == torch.float32 and got.shape == (3, engine.tokenizer.vocab_size)
+
+
+def test_select_into_beam_groups_matches_one_row_per_source(
+    engine: Engine, texts: list[str]
+) -> None:
+    """Rows expanded into groups (beams of a sentence) decode as a batch of separate copies."""
+    sources = engine.tokenizer.encode(texts[:2])
+    state = engine.select(engine.start(sources), torch.tensor([1, 1, 1, 0, 0, 0]))
+    tokens = torch.full((6,), engine.bos_id)
+    got, state = engine.step(state, tokens)
+    got, _ = engine.step(engine.select(state, torch.tensor([2, 0, 1, 5, 5, 3])), tokens)
+    fresh = engine.start([sources[1]] * 3 + [sources[0]] * 3)
+    _, fresh = engine.step(fresh, tokens)
+    want, _ = engine.step(engine.select(fresh, torch.tensor([2, 0, 1, 5, 5, 3])), tokens)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_empty_text_translates(engine: Engine) -> None:
+    assert len(engine.translate(["", "a"], beam_size=2, max_length=5)) == 2
+
+
+def test_warmup_runs(engine: Engine) -> None:
+    engine.warmup()
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_backends_produce_the_same_tokens(
+    engines: dict[str, Engine], texts: list[str], beam_size: int
+) -> None:
+    texts = [*texts, ""]  # an empty source is one padded slot: a fully masked row
+    outputs = {
+        name: [t.tokens for t in e.translate(texts, beam_size=beam_size, max_length=20)]
+        for name, e in engines.items()
+    }
+    assert outputs["onnx"] == outputs["torch"]
+
+
+def test_io_binding_path_matches_plain_feeds(engines: dict[str, Engine], texts: list[str]) -> None:
+    """The IO-binding code CUDA uses, run on the CPU (device buffers are host memory here)."""
+    plain = engines["onnx"]
+    assert isinstance(plain, OnnxEngine)
+    bound = OnnxEngine(
+        plain.graphs,
+        tokenizer=plain.tokenizer,
+        source_lang="en",
+        target_lang="de",
+        version=plain.version,
+        bos_id=plain.bos_id,
+        eos_id=plain.eos_id,
+        pad_id=plain.pad_id,
+        max_positions=plain.max_positions,
+        n_layers=2,
+        io_binding=True,
+    )
+    for beam_size in (1, 3):
+        want = plain.translate(texts, beam_size=beam_size, max_length=15)
+        got = bound.translate(texts, beam_size=beam_size, max_length=15)
+        assert [t.tokens for t in got] == [t.tokens for t in want]
+
+
+def test_int8_engine_translates(
+    tiny_model_dir: Path, artifacts_dir: Path, texts: list[str]
+) -> None:
+    engine = load_engine(tiny_model_dir, backend="onnx", precision="int8")
+    assert engine.precision == "int8"
+    assert all(t.tokens for t in engine.translate(texts[:4], beam_size=2, max_length=8))
+
+
+def test_cuda_request_falls_back_to_cpu(
+    tiny_model_dir: Path, artifacts_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if cuda_available():
+        pytest.skip("this machine has CUDA: the fallback does not happen")
+    with caplog.at_level(logging.WARNING):
+        engine = load_onnx_engine(tiny_model_dir, device="cuda", precision="fp16")
+    assert (engine.device, engine.precision) == ("cpu", "fp32")
+    assert "CUDAExecutionProvider is not available" in caplog.text
+
+
+def test_ctranslate2_peer_matches_torch_greedy(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The benchmark's CTranslate2 model is our checkpoint: same greedy tokens as PyTorch."""
+    from bench.ctranslate2_model import convert
+    from bench.engines import Job, run_job
+    from model.checkpoint import load_model
+
+    ct2_dir = convert(load_model(tiny_model_dir), tmp_path / "ct2")
+    threads = torch.get_num_threads()  # run_job sets the process-wide count; put it back
+    try:
+        outputs = {
+            name: run_job(Job(name, "fp32", 1, 8, str(tiny_model_dir), 16, 1, str(ct2_dir), None))
+            for name in ("torch", "ctranslate2")
+        }
+    finally:
+        torch.set_num_threads(threads)
+    assert len(outputs["torch"]["outputs"]) == 16
+    assert outputs["ctranslate2"]["outputs"] == outputs["torch"]["outputs"]
+    assert outputs["torch"]["seconds"] > 0 and outputs["torch"]["peak_delta_mib"] >= 0
