@@ -17,6 +17,12 @@ from model.transformer import build_model
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Tiny models gain nothing from intra-op threads, and a second thread on a busy 2-core
+    # machine can make torch ops orders of magnitude slower.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = default_data_dir()
