@@ -66,7 +66,7 @@ test: $(DEV_STAMP) export ## set up with dev tools and run the whole test suite
 lint: $(DEV_STAMP) ## ruff (lint and format) over the repository, mypy over the typed packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy service export loadtest
+	$(BIN)/mypy model service export loadtest
 
 bench: $(DEV_STAMP) export ## engine and service benchmarks (results under bench/results)
 	$(BIN)/python -m bench.engines

@@ -46,8 +46,18 @@ class Engine(ABC):
     device: str
     precision: str
 
-    def __init__(self, *, tokenizer: Tokenizer, source_lang: str, target_lang: str, version: str,
-                 bos_id: int, eos_id: int, pad_id: int, max_positions: int) -> None:
+    def __init__(
+        self,
+        *,
+        tokenizer: Tokenizer,
+        source_lang: str,
+        target_lang: str,
+        version: str,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+        max_positions: int,
+    ) -> None:
         self.tokenizer = tokenizer
         self.source_lang = source_lang
         self.target_lang = target_lang
@@ -100,8 +110,15 @@ class Engine(ABC):
         budget = min(budget, self.max_positions - 1)
         state = self.start(sources)
         return search(
-            self, state, len(sources), beam_size=beam_size, bos_id=self.bos_id,
-            eos_id=self.eos_id, max_length=budget, alpha=alpha, n_best=1 + num_alternatives,
+            self,
+            state,
+            len(sources),
+            beam_size=beam_size,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            max_length=budget,
+            alpha=alpha,
+            n_best=1 + num_alternatives,
         )
 
     def translate(
@@ -116,15 +133,22 @@ class Engine(ABC):
         sources = self.tokenizer.encode(texts)
         limit = self.max_positions - 1
         sources = [s[:limit] for s in sources]
-        nbest = self.generate(sources, beam_size=beam_size, max_length=max_length,
-                              num_alternatives=num_alternatives)
+        nbest = self.generate(
+            sources, beam_size=beam_size, max_length=max_length, num_alternatives=num_alternatives
+        )
         out = []
         for hyps in nbest:
             texts_out = self.tokenizer.decode([h.tokens for h in hyps])
             best = hyps[0]
-            out.append(Translation(
-                text=texts_out[0], tokens=best.tokens, score=best.score,
-                alternatives=[Alternative(t, h.score) for t, h in zip(texts_out[1:], hyps[1:],
-                                                                       strict=True)],
-            ))
+            out.append(
+                Translation(
+                    text=texts_out[0],
+                    tokens=best.tokens,
+                    score=best.score,
+                    alternatives=[
+                        Alternative(t, h.score)
+                        for t, h in zip(texts_out[1:], hyps[1:], strict=True)
+                    ],
+                )
+            )
         return out
