@@ -118,10 +118,14 @@ def beam_search(
 
     for step in range(max_length):
         log_probs, state = decoder.step(state, tokens)  # (n*K, V)
-        n, vocab = len(sentences), log_probs.size(-1)
-        candidates = (scores.reshape(-1, 1) + log_probs).reshape(n, k * vocab)
+        n = len(sentences)
+        # The best 2K extensions of a sentence are among the best 2K of each of its beams,
+        # so select per row first instead of over the whole (n, K * V) candidate matrix.
+        row_scores, row_tokens = log_probs.topk(2 * k, dim=-1)  # (n*K, 2K)
+        candidates = (scores.reshape(-1, 1) + row_scores).reshape(n, k * 2 * k)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K)
-        top_beam, top_token = top_index // vocab, top_index % vocab
+        top_beam = top_index // (2 * k)
+        top_token = row_tokens.reshape(n, k * 2 * k).gather(1, top_index)
         penalty = length_penalty(step + 1, alpha)
         is_eos = top_token == eos_id
 
@@ -145,11 +149,8 @@ def beam_search(
                     finished[sentences[i]].append(Hypothesis(seq, raw, raw / penalty))
             break
 
-        keep = [
-            i
-            for i in range(n)
-            if not _sentence_done(finished[sentences[i]], k, float(next_scores[i, 0]) / penalty)
-        ]
+        best_live = (next_scores[:, 0] / penalty).tolist()
+        keep = [i for i in range(n) if not _sentence_done(finished[sentences[i]], k, best_live[i])]
         if not keep:
             break
         kept = torch.tensor(keep)
