@@ -9,10 +9,12 @@ for every row) and `select` (keep/reorder rows). Greedy and beam search live in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from model.search import Hypothesis, search
@@ -39,12 +41,30 @@ class Translation:
     alternatives: list[Alternative] = field(default_factory=list)
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with n torch intra-op threads (the setting is process-wide)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class Engine(ABC):
     """A loaded model for one language pair on one backend."""
 
     backend: str
     device: str
     precision: str
+    # torch intra-op threads while searching; None leaves torch's setting alone. An engine
+    # whose model runs outside torch sets 1: the search's small torch ops gain nothing from
+    # threads, and torch's pool competes for the cores with the runtime's own.
+    search_threads: int | None = None
 
     def __init__(
         self,
@@ -108,18 +128,19 @@ class Engine(ABC):
             return []
         budget = max_length or self.max_length_for(max(len(s) for s in sources))
         budget = min(budget, self.max_positions - 1)
-        state = self.start(sources)
-        return search(
-            self,
-            state,
-            len(sources),
-            beam_size=beam_size,
-            bos_id=self.bos_id,
-            eos_id=self.eos_id,
-            max_length=budget,
-            alpha=alpha,
-            n_best=1 + num_alternatives,
-        )
+        with torch_threads(self.search_threads):
+            state = self.start(sources)
+            return search(
+                self,
+                state,
+                len(sources),
+                beam_size=beam_size,
+                bos_id=self.bos_id,
+                eos_id=self.eos_id,
+                max_length=budget,
+                alpha=alpha,
+                n_best=1 + num_alternatives,
+            )
 
     def translate(
         self,

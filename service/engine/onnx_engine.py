@@ -49,6 +49,7 @@ class OnnxEngine(Engine):
     """Greedy and beam search (model.search) over the exported graphs."""
 
     backend = "onnx"
+    search_threads = 1
 
     def __init__(
         self,
