@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from loadtest.runner import wait_ready
 from service.app import create_app
 from service.metrics import Metrics
 from service.settings import Settings
@@ -105,3 +108,32 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def service_process(
+    command: list[str], url: str, *, cwd: Path, env: dict[str, str], log: Path, timeout: float
+) -> Iterator[None]:
+    """Run a server command until the block ends; fail with its log if it never gets ready."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_ready(url, timeout, alive=lambda: process.poll() is None)
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(f"{exc}\n{log.read_text()[-3000:]}")
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

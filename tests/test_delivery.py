@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.runner import wait_ready
 from service.settings import Settings
+from tests.service_helpers import free_port, service_process
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = ["Dockerfile", "Dockerfile.gpu"]
@@ -37,12 +36,6 @@ def find_tool(name: str) -> str:
             pytest.fail(f"{name} is missing in CI: .ci/run must install it")
         pytest.skip(f"{name} not installed (see .ci/run for how CI installs it)")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ----- reading a Dockerfile -----
@@ -309,22 +302,9 @@ def container(
     command = with_option(
         with_option(container_command(dockerfile), "--host", "127.0.0.1"), "--port", str(port)
     )
-    log = app / "service.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=app, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, 120, alive=lambda: process.poll() is None)
+    with service_process(command, url, cwd=app, env=env, log=app / "service.log", timeout=120):
         yield Container(url, artifacts, exported)
-    except (RuntimeError, TimeoutError) as exc:
-        pytest.fail(f"{exc}\n{log.read_text()[-3000:]}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_container_command_serves_the_build_time_graphs(container: Container) -> None:

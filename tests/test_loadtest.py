@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,19 +18,14 @@ import pytest
 
 from loadtest.__main__ import main
 from loadtest.report import latency_stats_ms
-from loadtest.runner import RunConfig, run_load, wait_ready
+from loadtest.runner import RunConfig, run_load
 from loadtest.sentences import load_sentences
 from loadtest.workload import Workload, WorkloadConfig
+from tests.service_helpers import free_port, service_process
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SENTENCES = ["A man rides a bike.", "Two dogs play in the snow.", "A child eats an apple."]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_report(out: Path) -> dict[str, Any]:
@@ -176,27 +170,10 @@ def service_url(
         "NMT_THREADS": "1",
         "NMT_LOG_LEVEL": "warning",
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, 90, alive=lambda: process.poll() is None)
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    with service_process(command, url, cwd=REPO, env=env, log=log, timeout=90):
         yield url
-    except (RuntimeError, TimeoutError) as exc:
-        pytest.fail(f"{exc}\n{log.read_text()[-3000:]}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
