@@ -247,7 +247,12 @@ def engine_throughput(
     precision = settings.resolved_precision(device)
     backend = "onnx" if settings.backend == "auto" else settings.backend
     options = LoadOptions(
-        backend, device, precision, settings.threads or None, settings.artifacts_dir
+        backend,
+        device,
+        precision,
+        settings.threads or None,
+        settings.artifacts_dir,
+        settings.streams or None,
     )
     if settings.threads:
         import torch

@@ -108,29 +108,29 @@ def beam_search(
     """
     k = beam_size
     n_best = max(1, min(n_best, k))
-    state = decoder.select(state, torch.arange(batch_size).repeat_interleave(k))
     sentences = list(range(batch_size))  # original index of each live sentence
-    scores = torch.zeros(batch_size, k)
-    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    tokens = torch.full((batch_size * k,), bos_id, dtype=torch.long)
-    history = torch.zeros(batch_size * k, 0, dtype=torch.long)
+    # The first step has one row per sentence: its K beams would all be the same BOS prefix,
+    # so the batch widens to K rows per sentence only when the first step picks K tokens.
+    scores = torch.zeros(batch_size, 1)  # (n, beams per sentence)
+    tokens = torch.full((batch_size,), bos_id, dtype=torch.long)
+    history = torch.zeros(batch_size, 0, dtype=torch.long)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
 
     for step in range(max_length):
-        log_probs, state = decoder.step(state, tokens)  # (n*K, V)
-        n = len(sentences)
+        log_probs, state = decoder.step(state, tokens)  # (n * beams, V)
+        n, beams = scores.shape
         # The best 2K extensions of a sentence are among the best 2K of each of its beams,
-        # so select per row first instead of over the whole (n, K * V) candidate matrix.
-        row_scores, row_tokens = log_probs.topk(2 * k, dim=-1)  # (n*K, 2K)
-        candidates = (scores.reshape(-1, 1) + row_scores).reshape(n, k * 2 * k)
+        # so select per row first instead of over the whole (n, beams * V) candidate matrix.
+        row_scores, row_tokens = log_probs.topk(2 * k, dim=-1)  # (n * beams, 2K)
+        candidates = (scores.reshape(-1, 1) + row_scores).reshape(n, beams * 2 * k)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K)
         top_beam = top_index // (2 * k)
-        top_token = row_tokens.reshape(n, k * 2 * k).gather(1, top_index)
+        top_token = row_tokens.reshape(n, beams * 2 * k).gather(1, top_index)
         penalty = length_penalty(step + 1, alpha)
         is_eos = top_token == eos_id
 
         for i, r in (is_eos[:, :k] & (top_scores[:, :k] > float("-inf"))).nonzero().tolist():
-            row = i * k + int(top_beam[i, r])
+            row = i * beams + int(top_beam[i, r])
             raw = float(top_scores[i, r])
             finished[sentences[i]].append(Hypothesis(history[row].tolist(), raw, raw / penalty))
 
@@ -139,7 +139,7 @@ def beam_search(
         next_scores = top_scores.gather(1, pick)
         next_beam = top_beam.gather(1, pick)
         next_token = top_token.gather(1, pick)
-        rows = torch.arange(n)[:, None] * k + next_beam  # (n, K)
+        rows = torch.arange(n)[:, None] * beams + next_beam  # (n, K)
 
         if step == max_length - 1:
             for i in range(n):

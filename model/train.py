@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from model.checkpoint import (
     average_state_dicts,
+    load_model,
     load_weights,
     save_model_dir,
     state_dict_for_saving,
@@ -69,6 +70,8 @@ class TrainConfig:
     val_max_length: int = 100
     # bfloat16 autocast: about 1.7x faster on CPUs with AVX512-BF16/AMX; weights stay fp32.
     bf16: bool = False
+    # Re-warmup length when a run starts from trained weights (`--init-from`).
+    rewarm_steps: int = 200
 
 
 @dataclass
@@ -102,6 +105,14 @@ def inverse_sqrt_lr(step: int, peak: float, warmup: int) -> float:
     return peak * min(step / warmup, math.sqrt(warmup / step))
 
 
+def continued_lr(step: int, peak: float, warmup: int, offset: int, rewarm: int) -> float:
+    """The schedule of a run that starts from weights trained `offset` updates already: the
+    inverse-sqrt curve continues where it was, reached by a short linear re-warmup over
+    `rewarm` updates because the optimiser's moment estimates start empty."""
+    step = max(step, 1)
+    return inverse_sqrt_lr(offset + step, peak, warmup) * min(1.0, step / max(rewarm, 1))
+
+
 def loss_fn(
     logits: torch.Tensor, target: torch.Tensor, smoothing: float, pad_id: int
 ) -> torch.Tensor:
@@ -122,12 +133,18 @@ def bleu(hypotheses: list[str], references: list[str], lowercase: bool = False) 
 class Trainer:
     """Owns the run directory: tokenizer, data, model, optimiser, checkpoints and logs."""
 
-    def __init__(self, run: RunConfig, run_dir: Path, data_dir: Path) -> None:
+    def __init__(
+        self, run: RunConfig, run_dir: Path, data_dir: Path, init_from: Path | None = None
+    ) -> None:
         self.run = run
         self.cfg = run.train
         self.dir = run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
+        self.init_from = init_from
+        if init_from is not None and not (self.dir / TOKENIZER_FILE).exists():
+            # The weights only make sense with the tokenizer they were trained with.
+            (self.dir / TOKENIZER_FILE).write_bytes((init_from / TOKENIZER_FILE).read_bytes())
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         self.tokenizer = self._tokenizer()
@@ -236,6 +253,21 @@ class Trainer:
         )
         return True
 
+    def start_from_model(self, model_dir: Path) -> None:
+        """Begin a fresh run (new optimiser, epoch 0) from a shipped model's weights."""
+        loaded = load_model(model_dir)
+        if loaded.config.to_dict() != self.model_config.to_dict():
+            raise SystemExit(f"{model_dir}: its config.json differs from the run's model config")
+        load_weights(self.model, state_dict_for_saving(loaded.model))
+        before = json.loads((model_dir / "config.json").read_text()).get("training", {})
+        self.state["init"] = {
+            "from": str(model_dir),
+            "epochs": int(before.get("epochs", 0)),
+            "updates": int(before.get("updates", 0)),
+            "train_time_s": float(before.get("train_time_s", 0.0)),
+        }
+        log.info("starting from the weights of %s (%s)", model_dir, self.state["init"])
+
     def epoch_snapshot(self, epoch: int) -> Path:
         return self.dir / f"epoch_{epoch:03d}.safetensors"
 
@@ -268,7 +300,8 @@ class Trainer:
     # ----- the loop -----
     def train(self, max_minutes: float = 0.0) -> None:
         cfg = self.cfg
-        self.try_resume()
+        if not self.try_resume() and self.init_from is not None:
+            self.start_from_model(self.init_from)
         self.model.train()
         started = self._session_start = time.monotonic()
         last_save = started
@@ -336,7 +369,13 @@ class Trainer:
     def _update(self, batch: Any) -> tuple[float, int]:
         cfg = self.cfg
         self.state["step"] += 1
-        lr = inverse_sqrt_lr(self.state["step"], cfg.lr, cfg.warmup_steps)
+        init = self.state.get("init")
+        if init:
+            lr = continued_lr(
+                self.state["step"], cfg.lr, cfg.warmup_steps, init["updates"], cfg.rewarm_steps
+            )
+        else:
+            lr = inverse_sqrt_lr(self.state["step"], cfg.lr, cfg.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -404,12 +443,15 @@ class Trainer:
             )
         chosen = max(scored, key=lambda k: scored[k]["val_bleu"])
         history = self.state["history"]
+        init = self.state.get("init") or {"epochs": 0, "updates": 0, "train_time_s": 0.0}
         info = {
             "weights": chosen,
             "val": scored[chosen],
-            "epochs": self.state["epoch"],
-            "updates": self.state["step"],
-            "train_time_s": round(self.state["elapsed"], 1),
+            # Totals include the run these weights started from (`--init-from`), if any.
+            "epochs": init["epochs"] + self.state["epoch"],
+            "updates": init["updates"] + self.state["step"],
+            "train_time_s": round(init["train_time_s"] + self.state["elapsed"], 1),
+            "started_from": self.state.get("init"),
             "hardware": f"{platform.processor() or platform.machine()}, "
             f"{torch.get_num_threads()} torch threads",
             "torch": torch.__version__,
@@ -486,6 +528,13 @@ def main(argv: list[str] | None = None) -> None:
         help="skip training; average snapshots and write the model directory",
     )
     parser.add_argument("--no-finalize", action="store_true")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this model directory's weights and tokenizer (fresh optimiser; the "
+        "learning-rate schedule continues after its updates)",
+    )
     args = parser.parse_args(argv)
 
     run = RunConfig.load(args.config)
@@ -496,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.FileHandler(run_dir / "train.log"), logging.StreamHandler(sys.stderr)],
     )
-    trainer = Trainer(run, run_dir, args.data_dir or default_data_dir())
+    trainer = Trainer(run, run_dir, args.data_dir or default_data_dir(), init_from=args.init_from)
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("signal %d: saving and stopping after this update", signum)

@@ -167,13 +167,15 @@ def discover_models(models_dir: Path) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to load every pair: backend (auto|onnx|torch), device, precision, threads."""
+    """How to load every pair: backend (auto|onnx|torch), device, precision, threads, and
+    the ONNX engine's streams."""
 
     backend: str
     device: str
     precision: str
     threads: int | None = None
     artifacts_dir: Path | None = None
+    streams: int | None = None
 
 
 def load_runner(pair: str, model_dir: Path, options: LoadOptions, metrics: Metrics) -> ModelRunner:
@@ -201,6 +203,7 @@ def load_onnx(model_dir: Path, options: LoadOptions) -> Engine:
         device=options.device,
         precision=options.precision,
         threads=options.threads,
+        streams=options.streams,
         artifacts_root=options.artifacts_dir,
     )
     engine.warmup()

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         description="Intra-op threads of the engines (torch and ONNX Runtime); 0 leaves the "
         "libraries' default (all cores).",
     )
+    streams: int = Field(
+        default=0,
+        ge=0,
+        description="Batches the ONNX Runtime engine decodes at once, each in its own thread "
+        "with threads / streams intra-op threads; 0: one per thread on the CPU (measured "
+        "faster than one batch on every thread), one on CUDA.",
+    )
     default_beam_size: int = Field(
         default=4, ge=1, description="Beam size when a request names none (1 is greedy search)."
     )

@@ -125,6 +125,7 @@ class Translator:
             self.precision,
             self.settings.threads or None,
             self.settings.artifacts_dir,
+            self.settings.streams or None,
         )
         return load_runner(pair, self.model_dirs[pair], options, self.metrics)
 

@@ -12,7 +12,7 @@ import torch
 from model.checkpoint import model_hash
 from model.data import read_lines
 from model.search import beam_search
-from service.engine.base import Engine, Translation
+from service.engine.base import Engine, Translation, stream_shares
 from service.engine.loader import load_engine
 from service.engine.onnx_engine import OnnxEngine, load_onnx_engine
 from service.engine.ort_session import cuda_available
@@ -187,11 +187,45 @@ def test_ctranslate2_peer_matches_torch_greedy(tiny_model_dir: Path, tmp_path: P
     threads = torch.get_num_threads()  # run_job sets the process-wide count; put it back
     try:
         outputs = {
-            name: run_job(Job(name, "fp32", 1, 8, str(tiny_model_dir), 16, 1, str(ct2_dir), None))
-            for name in ("torch", "ctranslate2")
+            (name, streams): run_job(
+                Job(name, "fp32", 1, 8, str(tiny_model_dir), 16, 2, streams, str(ct2_dir), None)
+            )
+            for name, streams in (("torch", 1), ("ctranslate2", 1), ("ctranslate2", 2))
         }
     finally:
         torch.set_num_threads(threads)
-    assert len(outputs["torch"]["outputs"]) == 16
-    assert outputs["ctranslate2"]["outputs"] == outputs["torch"]["outputs"]
-    assert outputs["torch"]["seconds"] > 0 and outputs["torch"]["peak_delta_mib"] >= 0
+    want = outputs["torch", 1]["outputs"]
+    assert len(want) == 16
+    assert outputs["ctranslate2", 1]["outputs"] == want
+    assert outputs["ctranslate2", 2]["outputs"] == want  # sub-batches of 4, in parallel
+    assert outputs["torch", 1]["seconds"] > 0 and outputs["torch", 1]["peak_delta_mib"] >= 0
+
+
+def test_stream_shares_split_a_batch_into_balanced_shares() -> None:
+    lengths = [5, 1, 9, 3, 7, 2, 8]
+    shares = stream_shares(lengths, 3)
+    assert sorted(i for share in shares for i in share) == list(range(len(lengths)))
+    assert [len(s) for s in shares] == [3, 2, 2]
+    # dealt in turn by length: every share holds one of the three shortest
+    assert all(min(lengths[i] for i in share) <= 3 for share in shares)
+    assert stream_shares(lengths, 1) == [list(range(7))]
+    assert stream_shares([4, 2], 8) == [[1], [0]]
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_streams_give_the_same_translations_as_one_batch(
+    tiny_model_dir: Path, artifacts_dir: Path, texts: list[str], beam_size: int
+) -> None:
+    one = load_onnx_engine(tiny_model_dir, threads=1, streams=1)
+    three = load_onnx_engine(tiny_model_dir, threads=3, streams=3)
+    assert (one.streams, three.streams) == (1, 3)
+    # (no empty text: its fully masked row attends evenly over however much padding its
+    # share has, so its output depends on the batch it is in)
+    texts = [*texts, "a"]
+    want = one.translate(texts, beam_size=beam_size, max_length=15, num_alternatives=1)
+    got = three.translate(texts, beam_size=beam_size, max_length=15, num_alternatives=1)
+    assert [t.tokens for t in got] == [t.tokens for t in want]
+    assert [[a.text for a in t.alternatives] for t in got] == [
+        [a.text for a in t.alternatives] for t in want
+    ]
+    assert [t.score for t in got] == pytest.approx([t.score for t in want], abs=1e-4)

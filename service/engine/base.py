@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,16 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def stream_shares(lengths: Sequence[int], streams: int) -> list[list[int]]:
+    """Split a batch into at most `streams` shares of similar work: sentences sorted by
+    length are dealt in turn, so every share gets long and short ones alike."""
+    streams = max(1, min(streams, len(lengths)))
+    if streams == 1:
+        return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s::streams] for s in range(streams)]
+
+
 class Engine(ABC):
     """A loaded model for one language pair on one backend."""
 
@@ -65,6 +76,12 @@ class Engine(ABC):
     # whose model runs outside torch sets 1: the search's small torch ops gain nothing from
     # threads, and torch's pool competes for the cores with the runtime's own.
     search_threads: int | None = None
+    # Batches decoded at once, each a share of the sentences of one call, each in its own
+    # thread. ONNX Runtime releases the GIL while a graph runs, so on a CPU two streams of
+    # one thread keep both cores busy where one stream of two threads leaves a core idle
+    # during the search's own work and each op's thread hand-off (see OnnxEngine).
+    streams: int = 1
+    _pool: ThreadPoolExecutor | None = None
 
     def __init__(
         self,
@@ -128,19 +145,49 @@ class Engine(ABC):
             return []
         budget = max_length or self.max_length_for(max(len(s) for s in sources))
         budget = min(budget, self.max_positions - 1)
+        options = {
+            "beam_size": beam_size,
+            "max_length": budget,
+            "alpha": alpha,
+            "n_best": 1 + num_alternatives,
+        }
         with torch_threads(self.search_threads):
-            state = self.start(sources)
-            return search(
-                self,
-                state,
-                len(sources),
-                beam_size=beam_size,
-                bos_id=self.bos_id,
-                eos_id=self.eos_id,
-                max_length=budget,
-                alpha=alpha,
-                n_best=1 + num_alternatives,
-            )
+            shares = stream_shares([len(s) for s in sources], self.streams)
+            if len(shares) == 1:
+                return self._search(sources, **options)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="stream")
+            futures = [
+                self._pool.submit(self._search, [sources[i] for i in share], **options)
+                for share in shares
+            ]
+            results: list[list[Hypothesis]] = [[] for _ in sources]
+            for share, future in zip(shares, futures, strict=True):
+                for i, hyps in zip(share, future.result(), strict=True):
+                    results[i] = hyps
+            return results
+
+    def _search(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        beam_size: int,
+        max_length: int,
+        alpha: float,
+        n_best: int,
+    ) -> list[list[Hypothesis]]:
+        state = self.start(sources)
+        return search(
+            self,
+            state,
+            len(sources),
+            beam_size=beam_size,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            max_length=max_length,
+            alpha=alpha,
+            n_best=n_best,
+        )
 
     def translate(
         self,

@@ -13,6 +13,9 @@ def load_engine(
     backend: str = "onnx",
     device: str = "cpu",
     precision: str = "fp32",
+    *,
+    threads: int | None = None,
+    streams: int | None = None,
 ) -> Engine:
     """Load `models/<src>-<tgt>` on ONNX Runtime (the served path) or PyTorch (the fallback)."""
     if backend not in BACKENDS:
@@ -27,4 +30,6 @@ def load_engine(
         return TorchEngine(load_model(model_dir), device=device, precision=precision)
     from service.engine.onnx_engine import load_onnx_engine
 
-    return load_onnx_engine(Path(model_dir), device=device, precision=precision)
+    return load_onnx_engine(
+        Path(model_dir), device=device, precision=precision, threads=threads, streams=streams
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ class OnnxEngine(Engine):
         n_layers: int,
         device: str = "cpu",
         threads: int | None = None,
+        streams: int = 1,
         io_binding: bool | None = None,
     ) -> None:
         super().__init__(
@@ -81,6 +83,8 @@ class OnnxEngine(Engine):
         self.device = device
         self.precision = graphs.precision
         self.graphs = graphs
+        # ORT sessions take concurrent runs: the streams share the sessions and their weights.
+        self.streams = max(1, streams)
         names = GraphNames(n_layers)
         encoder = make_session(graphs.encoder, device, threads)
         decoder = make_session(graphs.decoder, device, threads)
@@ -140,15 +144,34 @@ def _run_length(entry: np.ndarray) -> int:
     return 1
 
 
+def cpu_streams(threads: int | None, streams: int | None) -> tuple[int, int]:
+    """(streams, intra-op threads per stream) for a budget of `threads` CPU threads.
+
+    One stream per thread unless told otherwise. Measured on 2 cores (en-de, 320 test
+    sentences, batch 32): two streams of one thread against one stream of two threads,
+    greedy 296 vs 197-235 sentences/s and beam 4 124-145 vs 115-117; at batch 1 one
+    thread also beat two, 67-79 vs 29-64 sentences/s greedy (a sleeping worker is woken
+    for every op, dearer than the op itself at one row).
+    """
+    total = threads or len(os.sched_getaffinity(0))
+    count = max(1, min(streams or total, total))
+    return count, max(1, total // count)
+
+
 def load_onnx_engine(
     model_dir: Path | str,
     *,
     device: str = "cpu",
     precision: str = "fp32",
     threads: int | None = None,
+    streams: int | None = None,
     artifacts_root: Path | None = None,
 ) -> OnnxEngine:
-    """An ONNX Runtime engine for a model directory, exporting its graphs if they are missing."""
+    """An ONNX Runtime engine for a model directory, exporting its graphs if they are missing.
+
+    threads: intra-op threads in all (None: ORT's default; on the CPU, one per core);
+    streams: batches decoded at once (None: on the CPU one per thread, on CUDA one).
+    """
     model_dir = Path(model_dir)
     if device == "cuda" and not cuda_available():
         # The service still answers, slower; an operator sees why in the log.
@@ -159,6 +182,8 @@ def load_onnx_engine(
         precision = "fp32"
     if device == "cuda" and precision == "int8":
         raise ValueError("int8 graphs are for the CPU; use fp16 or fp32 on cuda")
+    if device == "cpu":
+        streams, threads = cpu_streams(threads, streams)
     config, meta = read_model_config(model_dir)
     graphs = ensure_graphs(model_dir, precision, artifacts_root)
     return OnnxEngine(
@@ -174,4 +199,5 @@ def load_onnx_engine(
         n_layers=config.n_decoder_layers,
         device=device,
         threads=threads,
+        streams=streams or 1,
     )
