@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -145,22 +146,20 @@ class Engine(ABC):
             return []
         budget = max_length or self.max_length_for(max(len(s) for s in sources))
         budget = min(budget, self.max_positions - 1)
-        options = {
-            "beam_size": beam_size,
-            "max_length": budget,
-            "alpha": alpha,
-            "n_best": 1 + num_alternatives,
-        }
+        run = partial(
+            self._search,
+            beam_size=beam_size,
+            max_length=budget,
+            alpha=alpha,
+            n_best=1 + num_alternatives,
+        )
         with torch_threads(self.search_threads):
             shares = stream_shares([len(s) for s in sources], self.streams)
             if len(shares) == 1:
-                return self._search(sources, **options)
+                return run(sources)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="stream")
-            futures = [
-                self._pool.submit(self._search, [sources[i] for i in share], **options)
-                for share in shares
-            ]
+            futures = [self._pool.submit(run, [sources[i] for i in share]) for share in shares]
             results: list[list[Hypothesis]] = [[] for _ in sources]
             for share, future in zip(shares, futures, strict=True):
                 for i, hyps in zip(share, future.result(), strict=True):
