@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.checkpoint import save_model_dir, state_dict_for_saving
-from model.config import ModelConfig
 from model.data import default_data_dir, read_lines
 from model.tokenizer import Tokenizer, train_tokenizer
-from model.transformer import build_model
+from tests.tiny_models import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,42 +37,6 @@ def tiny_tokenizer(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     )
     out = tmp_path_factory.mktemp("tokenizer") / "tokenizer.model"
     return train_tokenizer(sentences, out, vocab_size=600)
-
-
-def tiny_config(tokenizer: Tokenizer, **overrides: object) -> ModelConfig:
-    values: dict[str, object] = dict(
-        vocab_size=tokenizer.vocab_size,
-        d_model=32,
-        n_heads=4,
-        n_encoder_layers=2,
-        n_decoder_layers=2,
-        d_ff=64,
-        dropout=0.0,
-        max_length=64,
-        pad_id=tokenizer.pad_id,
-        bos_id=tokenizer.bos_id,
-        eos_id=tokenizer.eos_id,
-    )
-    values.update(overrides)
-    return ModelConfig(**values)  # type: ignore[arg-type]
-
-
-def write_tiny_model(
-    out_dir: Path, tokenizer: Tokenizer, source: str, target: str, seed: int, **overrides: object
-) -> Path:
-    """A randomly initialised model directory, in the shipped layout."""
-    torch.manual_seed(seed)
-    config = tiny_config(tokenizer, **overrides)
-    model = build_model(config)
-    save_model_dir(
-        out_dir,
-        config,
-        state_dict_for_saving(model),
-        tokenizer.path,
-        source_lang=source,
-        target_lang=target,
-    )
-    return out_dir
 
 
 @pytest.fixture(scope="session")

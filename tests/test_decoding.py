@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.config import ModelConfig
 from model.search import (
     TorchStepDecoder,
     beam_search,
@@ -15,24 +14,14 @@ from model.search import (
     translate_ids,
 )
 from model.transformer import Transformer, build_model
+from tests.tiny_models import tiny_config
 
 BOS, EOS, PAD = 2, 3, 0
 
 
 def tiny_model(seed: int = 0, **kw: object) -> Transformer:
     torch.manual_seed(seed)
-    values: dict[str, object] = dict(
-        vocab_size=40,
-        d_model=32,
-        n_heads=4,
-        n_encoder_layers=2,
-        n_decoder_layers=2,
-        d_ff=64,
-        dropout=0.0,
-        max_length=64,
-    )
-    values.update(kw)
-    return build_model(ModelConfig(**values)).eval()  # type: ignore[arg-type]
+    return build_model(tiny_config(**{"vocab_size": 40, **kw})).eval()
 
 
 @pytest.mark.parametrize(

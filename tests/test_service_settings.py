@@ -6,14 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
+from loadtest.runner import wait_ready
 from service.settings import Settings, settings_table
+from tests.service_helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,17 +67,17 @@ def test_python_m_service_serves_and_stops_on_sigterm(tiny_models_dir: Path) -> 
         "NMT_THREADS": "1",
         "NMT_LOG_LEVEL": "warning",
     }
-    with socket_port() as port:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, proc)
+        wait_ready(url, 60, alive=lambda: proc.poll() is None)
         r = httpx.post(
             f"{url}/v1/translate",
             json={"text": "A dog.", "source_lang": "en", "target_lang": "de", "max_length": 5},
@@ -90,31 +91,3 @@ def test_python_m_service_serves_and_stops_on_sigterm(tiny_models_dir: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-class socket_port:  # noqa: N801 (used as a context manager)
-    """A free loopback port, released just before the server binds it."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        return int(self.sock.getsockname()[1])
-
-    def __exit__(self, *_: object) -> None:
-        self.sock.close()
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Poll readiness of a process we cannot hook into, failing fast if it died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("the service did not become ready")
