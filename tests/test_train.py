@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from model.checkpoint import average_state_dicts, load_model, state_dict_for_saving
 from model.config import ModelConfig
 from model.data import token_batches
-from model.train import RunConfig, TrainConfig, Trainer, inverse_sqrt_lr
+from model.tokenizer import TOKENIZER_FILE
+from model.train import RunConfig, TrainConfig, Trainer, continued_lr, inverse_sqrt_lr
 
 
 def test_warmup_then_inverse_sqrt_decay() -> None:
@@ -117,3 +118,38 @@ def test_epochs_write_snapshots_history_curves_and_a_shippable_model(
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({**dataclasses.asdict(ModelConfig()), "d_modle": 3})
+
+
+def test_continued_schedule_picks_up_where_the_first_run_stopped() -> None:
+    peak, warmup, offset = 1e-3, 800, 5000
+    assert continued_lr(100, peak, warmup, offset, rewarm=200) == pytest.approx(
+        0.5 * inverse_sqrt_lr(offset + 100, peak, warmup)
+    )
+    for step in (200, 201, 3000):
+        assert continued_lr(step, peak, warmup, offset, 200) == inverse_sqrt_lr(
+            offset + step, peak, warmup
+        )
+
+
+def test_a_run_can_start_from_a_shipped_model(tmp_path: Path, data_dir: Path) -> None:
+    first = Trainer(run_config(max_epochs=1), tmp_path / "first", data_dir)
+    first.train()
+    shipped = tmp_path / "models" / "en-de"
+    before = first.finalize(shipped)
+
+    run_dir = tmp_path / "more"
+    more = Trainer(run_config(max_epochs=2), run_dir, data_dir, init_from=shipped)
+    assert (run_dir / TOKENIZER_FILE).read_bytes() == (shipped / TOKENIZER_FILE).read_bytes()
+    more.start_from_model(shipped)
+    for key, value in state_dict_for_saving(load_model(shipped).model).items():
+        torch.testing.assert_close(weights(more)[key], value, rtol=0, atol=0)
+    assert more.state["init"]["updates"] == before["updates"] > 0
+
+    more.train()  # a fresh run: starts from the shipped weights again, new optimiser
+    assert more.optimizer.param_groups[0]["lr"] == pytest.approx(
+        continued_lr(more.state["step"], 3e-3, 5, before["updates"], more.cfg.rewarm_steps)
+    )
+    info = more.finalize(tmp_path / "models" / "again")
+    assert info["epochs"] == before["epochs"] + 2
+    assert info["updates"] == before["updates"] + more.state["step"]
+    assert info["started_from"]["from"] == str(shipped)
