@@ -229,3 +229,18 @@ def test_streams_give_the_same_translations_as_one_batch(
         [a.text for a in t.alternatives] for t in want
     ]
     assert [t.score for t in got] == pytest.approx([t.score for t in want], abs=1e-4)
+
+
+def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
+    import os
+
+    from service.engine.ort_session import available_cpus
+
+    cores = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path / "none") == cores
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == cores
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text(f"{150000 * cores} 100000\n")
+    assert available_cpus(tmp_path) == cores

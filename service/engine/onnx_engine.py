@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,12 @@ from model.search import pad_batch
 from model.tokenizer import TOKENIZER_FILE, Tokenizer
 from service.engine.base import Engine
 from service.engine.ort_io import DeviceIO, GraphIO, HostIO, Value
-from service.engine.ort_session import CUDA_PROVIDER, cuda_available, make_session
+from service.engine.ort_session import (
+    CUDA_PROVIDER,
+    available_cpus,
+    cuda_available,
+    make_session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +157,7 @@ def cpu_streams(threads: int | None, streams: int | None) -> tuple[int, int]:
     thread also beat two, 67-79 vs 29-64 sentences/s greedy (a sleeping worker is woken
     for every op, dearer than the op itself at one row).
     """
-    total = threads or len(os.sched_getaffinity(0))
+    total = threads or available_cpus()
     count = max(1, min(streams or total, total))
     return count, max(1, total // count)
 
