@@ -31,6 +31,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from bench.steal import cpu_jiffies, steal_percent
+
 ENGINES = ("torch-nocache", "torch", "onnx", "ctranslate2")
 ROWS = (
     ("torch-nocache", "fp32"),
@@ -95,20 +97,6 @@ def _status_kib(field: str) -> float:
         if line.startswith(field + ":"):
             return float(line.split()[1])
     return float("nan")
-
-
-def cpu_jiffies() -> tuple[int, int]:
-    """(stolen, total) CPU time of the whole machine so far, from /proc/stat (Linux)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    # user nice system idle iowait irq softirq steal [guest guest_nice, counted in user]
-    total = sum(fields[:8])
-    return (fields[7] if len(fields) > 7 else 0), total
-
-
-def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
-    """Share of the machine's CPU time the hypervisor gave to others between two readings."""
-    total = after[1] - before[1]
-    return 100.0 * (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 def _reset_peak_rss() -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from bench.steal import cpu_jiffies, steal_percent
 from model.data import default_data_dir, read_lines
 
 SPLIT = "test_2016_flickr"
@@ -48,6 +49,7 @@ class Level:
     p95_ms: float
     p99_ms: float
     mean_batch: float
+    steal_pct: float
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -201,6 +203,7 @@ def run_mode(
         server.wait_ready(args.ready_timeout)
         for concurrency in args.concurrency:
             calls0, sent0 = server.batch_stats()
+            jiffies = cpu_jiffies()
             latencies, errors, seconds = asyncio.run(
                 drive(
                     server.port,
@@ -210,6 +213,7 @@ def run_mode(
                     body=body,
                 )
             )
+            steal = steal_percent(jiffies, cpu_jiffies())
             calls1, sent1 = server.batch_stats()
             mean_batch = (sent1 - sent0) / max(1.0, calls1 - calls0)
             ms = [x * 1000 for x in latencies] or [float("nan")]
@@ -225,6 +229,7 @@ def run_mode(
                     p95_ms=round(percentile(ms, 95), 1),
                     p99_ms=round(percentile(ms, 99), 1),
                     mean_batch=round(mean_batch, 1),
+                    steal_pct=round(steal, 1),
                 )
             )
             print(_row_md(rows[-1]), flush=True)
@@ -261,7 +266,7 @@ def engine_throughput(
     engine = (load_onnx if backend == "onnx" else load_torch)(model_dir, options)
     batch = args.engine_batch
     engine.translate(sentences[:batch], beam_size=args.beam_size)  # warm
-    start = time.perf_counter()
+    start, jiffies = time.perf_counter(), cpu_jiffies()
     done = 0
     for i in range(0, len(sentences), batch):
         engine.translate(sentences[i : i + batch], beam_size=args.beam_size)
@@ -278,20 +283,22 @@ def engine_throughput(
         "sentences": done,
         "seconds": round(seconds, 2),
         "sentences_per_s": round(done / seconds, 1),
+        "steal_pct": round(steal_percent(jiffies, cpu_jiffies()), 1),
     }
 
 
 # ----- report -----
 HEADER = (
     "| batching | clients | requests | errors | req/s | p50 ms | p95 ms | p99 ms "
-    "| mean batch |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| mean batch | steal % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
 def _row_md(r: Level) -> str:
     return (
         f"| {r.batching} | {r.concurrency} | {r.requests} | {r.errors} | "
-        f"{r.requests_per_s} | {r.p50_ms} | {r.p95_ms} | {r.p99_ms} | {r.mean_batch} |"
+        f"{r.requests_per_s} | {r.p50_ms} | {r.p95_ms} | {r.p99_ms} | {r.mean_batch} "
+        f"| {r.steal_pct:.0f} |"
     )
 
 
@@ -344,7 +351,11 @@ def markdown(result: dict[str, Any]) -> str:
         *(_row_md(r) for r in rows),
         "",
         f"Engine alone at batch {engine['batch']}: {engine['sentences_per_s']} sentences/s "
-        f"({engine['sentences']} sentences in {engine['seconds']} s).",
+        f"({engine['sentences']} sentences in {engine['seconds']} s, "
+        f"{engine.get('steal_pct', 0):.0f}% of the machine's CPU time stolen by its host).",
+        "",
+        "steal %: the share of the machine's CPU time the hypervisor gave to other guests "
+        "during that row (0 on a dedicated machine).",
         "",
         f"- batching on / off at the most clients: {summary['batching_speedup_at_max_clients']}x "
         "(target >= 5x)",
