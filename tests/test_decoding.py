@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from model.search import (
     TorchStepDecoder,
     beam_search,
+    best_tokens,
     greedy_search,
     pad_batch,
     translate_ids,
@@ -148,3 +149,12 @@ def test_tiny_model_learns_to_copy() -> None:
     out = translate_ids(model, test, beam_size=1, max_length=10)
     exact = sum(h[0].tokens == s for h, s in zip(out, test, strict=True))
     assert exact >= 18, f"copied {exact}/20 exactly"
+
+
+def test_best_tokens_equals_max_first_on_ties() -> None:
+    rows = torch.log_softmax(torch.randn(5, 300, generator=torch.Generator().manual_seed(3)), -1)
+    rows[2, 17] = rows[2, 250] = rows[2].max() + 1.0  # a tie: the first column wins
+    values, tokens = best_tokens(rows)
+    want_values, want_tokens = rows.max(dim=-1)
+    assert torch.equal(values, want_values) and torch.equal(tokens, want_tokens)
+    assert int(tokens[2]) == 17
