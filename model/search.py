@@ -30,6 +30,10 @@ class StepDecoder(Protocol[State]):
         """Keep the rows in index (N',), in that order."""
         ...
 
+    def top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Per row, the k largest log-probabilities and their tokens, largest first."""
+        ...
+
 
 @dataclass
 class Hypothesis:
@@ -133,7 +137,7 @@ def beam_search(
         n, beams = scores.shape
         # The best 2K extensions of a sentence are among the best 2K of each of its beams,
         # so select per row first instead of over the whole (n, beams * V) candidate matrix.
-        row_scores, row_tokens = log_probs.topk(2 * k, dim=-1)  # (n * beams, 2K)
+        row_scores, row_tokens = decoder.top_k(log_probs, 2 * k)  # (n * beams, 2K)
         candidates = (scores.reshape(-1, 1) + row_scores).reshape(n, beams * 2 * k)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K)
         top_beam = top_index // (2 * k)
@@ -211,6 +215,10 @@ class TorchStepDecoder:
 
     def select(self, state: TorchState, index: Tensor) -> TorchState:
         return TorchState(state.src_mask.index_select(0, index), state.cache.select(index))
+
+    def top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        values, tokens = log_probs.topk(k, dim=-1)
+        return values, tokens
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

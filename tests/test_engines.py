@@ -100,6 +100,17 @@ def test_select_keeps_rows_consistent_with_a_fresh_batch(engine: Engine, texts: 
     assert got.dtype == torch.float32 and got.shape == (3, engine.tokenizer.vocab_size)
 
 
+def test_top_k_ranks_each_rows_log_probs_as_torch_topk(engine: Engine, texts: list[str]) -> None:
+    """The per-row top-k the beam search calls (ORT's TopK on the onnx engine)."""
+    sources = engine.tokenizer.encode(texts[:5])
+    log_probs, _ = engine.step(engine.start(sources), torch.full((5,), engine.bos_id))
+    for k in (1, 4, 8):
+        values, tokens = engine.top_k(log_probs, k)
+        want_values, want_tokens = log_probs.topk(k, dim=-1)
+        assert torch.equal(values, want_values)
+        assert torch.equal(tokens, want_tokens)
+
+
 def test_select_into_beam_groups_matches_one_row_per_source(
     engine: Engine, texts: list[str]
 ) -> None:

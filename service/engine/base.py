@@ -122,6 +122,11 @@ class Engine(ABC):
     def select(self, state: Any, index: Tensor) -> Any:
         """Keep the rows in index, in that order (drop finished sentences, follow beams)."""
 
+    def top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Per row, the k largest log-probabilities and their tokens, largest first."""
+        values, tokens = log_probs.topk(k, dim=-1)
+        return values, tokens
+
     def warmup(self) -> None:
         """Run one tiny greedy and beam search so the first request pays no start-up cost."""
         self.generate([[self.eos_id + 1] * 4], beam_size=1, max_length=3)
