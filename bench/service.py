@@ -352,7 +352,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Engine alone at batch {engine['batch']}: {engine['sentences_per_s']} sentences/s "
         f"({engine['sentences']} sentences in {engine['seconds']} s, "
-        f"{engine.get('steal_pct', 0):.0f}% of the machine's CPU time stolen by its host).",
+        f"{engine['steal_pct']:.0f}% of the machine's CPU time stolen by its host).",
         "",
         "steal %: the share of the machine's CPU time the hypervisor gave to other guests "
         "during that row (0 on a dedicated machine).",
