@@ -9,6 +9,14 @@ the batch is decoded as one on all `--threads` threads; with s > 1, it is split 
 shares decoded at once, each on threads / s threads (our engine's `streams`, CTranslate2's
 `inter_threads` with `max_batch_size` = batch / s). The torch rows always run one stream.
 
+CUDA (`--device cuda`): torch without and with the cache (fp32, and fp16 with the cache),
+ONNX Runtime fp32 and fp16 on the CUDA execution provider with IO binding, and CTranslate2
+float32 and float16 when its CUDA build can run. Streams there overlap one share's host work
+(the search, the graph launches) with another's GPU work. Memory there is the GPU's:
+the device memory in use once the row's engine is loaded and warm, and the most in use while
+it ran, read from NVML around each batch (both include the CUDA context and the runtime's
+memory pool), beside the process's RSS.
+
 Noise: on a shared virtual machine the host can take the cores away for a while (steal
 time). Each row records the share of CPU time stolen while it ran, and `--repeat N` measures
 every row N times, in turn over the whole table (so a slow spell hits different rows in
@@ -42,6 +50,16 @@ ROWS = (
     ("ctranslate2", "fp32"),
     ("ctranslate2", "int8"),
 )
+CUDA_ROWS = (
+    ("torch-nocache", "fp32"),
+    ("torch", "fp32"),
+    ("torch", "fp16"),
+    ("onnx", "fp32"),
+    ("onnx", "fp16"),
+    ("ctranslate2", "fp32"),
+    ("ctranslate2", "fp16"),
+)
+DEVICES = ("cpu", "cuda")
 BEAMS = (1, 4)
 STREAMED = ("onnx", "ctranslate2")  # engines that can decode shares of a batch at once
 BATCHES = (1, 32)
@@ -68,6 +86,7 @@ class Job:
     streams: int
     ct2_dir: str | None
     artifacts_root: str | None
+    device: str = "cpu"
 
 
 @dataclass
@@ -89,6 +108,9 @@ class Row:
     rss_mib: float
     peak_delta_mib: float
     bleu: float
+    device: str = "cpu"
+    gpu_mib: float | None = None  # device memory in use, engine loaded and warm
+    gpu_peak_mib: float | None = None  # most device memory in use during the timed run
 
 
 # ----- memory, read from /proc (Linux) -----
@@ -104,6 +126,21 @@ def _reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
+class GpuMemory:
+    """Device memory in use on GPU 0, from NVML (every process's, the CUDA context included:
+    on a benchmark machine that is this row's process alone)."""
+
+    def __init__(self) -> None:
+        import pynvml
+
+        pynvml.nvmlInit()
+        self._nvml = pynvml
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+
+    def used_mib(self) -> float:
+        return float(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used) / 2**20
+
+
 # ----- the translators a row can use -----
 def _our_engine(job: Job) -> TranslateFn:
     from model.checkpoint import load_model
@@ -115,6 +152,7 @@ def _our_engine(job: Job) -> TranslateFn:
         root = Path(job.artifacts_root) if job.artifacts_root else None
         engine: Any = load_onnx_engine(
             Path(job.model_dir),
+            device=job.device,
             precision=job.precision,
             threads=job.threads,
             streams=job.streams,
@@ -123,9 +161,11 @@ def _our_engine(job: Job) -> TranslateFn:
     elif job.engine == "torch-nocache":
         from bench.torch_nocache import TorchNoCacheEngine
 
-        engine = TorchNoCacheEngine(load_model(job.model_dir))
+        engine = TorchNoCacheEngine(load_model(job.model_dir), device=job.device)
     else:
-        engine = load_engine(job.model_dir, backend="torch", precision=job.precision)
+        engine = load_engine(
+            job.model_dir, backend="torch", device=job.device, precision=job.precision
+        )
 
     def translate(batch: list[list[int]], beam: int) -> list[list[int]]:
         return [h[0].tokens for h in engine.generate(batch, beam_size=beam, alpha=ALPHA)]
@@ -141,10 +181,10 @@ def _ctranslate2(job: Job) -> TranslateFn:
 
     config, _ = read_model_config(Path(job.model_dir))
     sp = Tokenizer(Path(job.model_dir) / TOKENIZER_FILE).sp
-    compute_type = {"fp32": "float32", "int8": "int8"}[job.precision]
+    compute_type = {"fp32": "float32", "int8": "int8", "fp16": "float16"}[job.precision]
     translator = ctranslate2.Translator(
         job.ct2_dir,
-        device="cpu",
+        device=job.device,
         compute_type=compute_type,
         inter_threads=job.streams,
         intra_threads=max(1, job.threads // job.streams),
@@ -185,6 +225,9 @@ def run_job(job: Job) -> dict[str, Any]:
 
     translate = _ctranslate2(job) if job.engine == "ctranslate2" else _our_engine(job)
     translate(batches[0], job.beam)  # warm-up: first-call allocations and lazy init
+    gpu = GpuMemory() if job.device == "cuda" else None
+    gpu_mib = gpu.used_mib() if gpu else None
+    gpu_peak = gpu_mib
     rss_kib = _status_kib("VmRSS")
     _reset_peak_rss()
     outputs: list[list[int]] = []
@@ -192,10 +235,14 @@ def run_job(job: Job) -> dict[str, Any]:
     start, cpu_start, jiffies = time.perf_counter(), time.process_time(), cpu_jiffies()
     for batch in batches:
         t0 = time.perf_counter()
-        outputs.extend(translate(batch, job.beam))
+        outputs.extend(translate(batch, job.beam))  # tokens on the host: the GPU is done
         times.append(time.perf_counter() - t0)
+        if gpu:  # the pools keep what a batch took, so reading after it sees its peak
+            gpu_peak = max(gpu_peak or 0.0, gpu.used_mib())
     seconds = time.perf_counter() - start
     return {
+        "gpu_mib": gpu_mib,
+        "gpu_peak_mib": gpu_peak,
         "outputs": outputs,
         "seconds": seconds,
         "cpu_seconds": time.process_time() - cpu_start,
@@ -234,7 +281,27 @@ def measure(job: Job, references: Sequence[str]) -> Row:
         rss_mib=round(result["rss_mib"], 1),
         peak_delta_mib=round(result["peak_delta_mib"], 1),
         bleu=round(bleu, 2),
+        device=job.device,
+        gpu_mib=_round(result["gpu_mib"]),
+        gpu_peak_mib=_round(result["gpu_peak_mib"]),
     )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def ctranslate2_unavailable(meta: dict[str, Any], device: str) -> str | None:
+    """Why CTranslate2 cannot run this model on this device; None when it can."""
+    if meta["model"].get("moe_experts"):
+        return "no mixture-of-experts model in CTranslate2"
+    try:
+        import ctranslate2
+    except ImportError:
+        return "not installed"
+    if device == "cuda" and ctranslate2.get_cuda_device_count() < 1:
+        return f"ctranslate2 {ctranslate2.__version__} sees no CUDA device"
+    return None
 
 
 def prepare(
@@ -254,9 +321,11 @@ def prepare(
     return convert(load_model(model_dir), model_artifacts_dir(model_dir, artifacts_root) / CT2_DIR)
 
 
-def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """The issue's targets at batch 32: ORT vs CTranslate2 and vs torch without cache, each
-    engine in its fastest streams setting (a peer is compared at its best, not ours)."""
+def ratios(rows: Sequence[Row], device: str = "cpu") -> list[dict[str, Any]]:
+    """The issue's targets at batch 32: ORT vs CTranslate2 (at each precision) and vs torch
+    without cache, each engine in its fastest streams setting (a peer is compared at its best,
+    not ours). The reduced precision is int8 on the CPU and fp16 on CUDA."""
+    low = "fp16" if device == "cuda" else "int8"
     best: dict[tuple[str, str, int, int], Row] = {}
     for r in rows:
         key = (r.engine, r.precision, r.beam, r.batch)
@@ -266,7 +335,7 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
     for beam in BEAMS:
         for (a, b), target in (
             ((("onnx", "fp32"), ("ctranslate2", "fp32")), 1.0),
-            ((("onnx", "int8"), ("ctranslate2", "int8")), 1.0),
+            ((("onnx", low), ("ctranslate2", low)), 1.0),
             ((("onnx", "fp32"), ("torch-nocache", "fp32")), 3.0),
         ):
             ka, kb = (*a, beam, 32), (*b, beam, 32)
@@ -292,8 +361,28 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return out
 
 
-def machine(threads: int) -> dict[str, Any]:
-    """The CPU, core count and library versions the table was measured with."""
+def gpu_name() -> str | None:
+    """The name of GPU 0, from NVML; None without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+    except Exception:
+        return None
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def onnxruntime_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "not installed"
+    return str(onnxruntime.__version__)
+
+
+def machine(threads: int, device: str = "cpu") -> dict[str, Any]:
+    """The CPU (and GPU), core count and library versions the table was measured with."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(package: str) -> str:
@@ -316,35 +405,47 @@ def machine(threads: int) -> dict[str, Any]:
         "threads": threads,
         "python": platform.python_version(),
         "torch": installed("torch"),
-        "onnxruntime": installed("onnxruntime"),
+        # the module's own version: onnxruntime-gpu installs the same module under another name
+        "onnxruntime": onnxruntime_version(),
         "ctranslate2": installed("ctranslate2"),
+        "device": device,
+        "gpu": gpu_name() if device == "cuda" else None,
     }
 
 
 def render(rows: Sequence[Row], report: dict[str, Any]) -> str:
     """The markdown table with the command, the machine and how each column was measured."""
     m = report["machine"]
+    on_gpu = m.get("device") == "cuda"
+    where = f"GPU: {m['gpu']}, " if on_gpu else ""
     lines = [
-        "# Engine benchmark",
+        "# Engine benchmark" + (" (CUDA)" if on_gpu else ""),
         "",
         f"Command: `{report['command']}`",
         "",
         f"Model: `{report['model']}` ({report['model_hash']}), {report['split']} "
-        f"{report['source_lang']}->{report['target_lang']}; machine: {m['cpu']}, "
+        f"{report['source_lang']}->{report['target_lang']}; machine: {where}{m['cpu']}, "
         f"{m['logical_cores']} logical cores, {m['threads']} thread(s) per engine; "
         f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, ctranslate2 {m['ctranslate2']}.",
         "",
         "| engine | precision | beam | batch | streams | sentences | sent/s | tokens/s "
-        "| p50 ms/batch | CPU s | steal % | RSS MiB | peak Δ MiB | BLEU |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 ms/batch | CPU s | steal % | RSS MiB | peak Δ MiB "
+        + ("| GPU MiB | GPU peak MiB " if on_gpu else "")
+        + "| BLEU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|---:|" if on_gpu else "")
+        + "---:|",
     ]
     for r in rows:
+        gpu = f"| {r.gpu_mib:.0f} | {r.gpu_peak_mib:.0f} " if on_gpu and r.gpu_mib else ""
         lines.append(
             f"| {r.engine} | {r.precision} | {r.beam} | {r.batch} | {r.streams} | {r.sentences} "
             f"| {r.sentences_per_s:.1f} | {r.tokens_per_s:.0f} | {r.p50_batch_ms:.1f} "
             f"| {r.cpu_seconds:.2f} | {r.steal_pct:.0f} | {r.rss_mib:.0f} | {r.peak_delta_mib:.1f} "
-            f"| {r.bleu:.2f} |"
+            f"{gpu}| {r.bleu:.2f} |"
         )
+    for failure in report.get("failed", []):
+        lines.append(f"\nNot measured: {failure}")
     lines += [
         "",
         "Targets at batch 32, each engine in its fastest streams setting (sentences/s ratio; "
@@ -373,6 +474,12 @@ def render(rows: Sequence[Row], report: dict[str, Any]) -> str:
         "CTranslate2 applies the length penalty as score / length^0.6, ours as GNMT's "
         "((5 + length) / 6)^0.6, which may rank some beam-4 hypotheses differently.",
     ]
+    if on_gpu:
+        lines.append(
+            "GPU MiB is the device memory in use (NVML) with the row's engine loaded and warm, "
+            "GPU peak the most in use after any batch of the timed run; both include the CUDA "
+            "context and the runtime's memory pool (ORT's arena, torch's caching allocator)."
+        )
     if report.get("repeat", 1) > 1:
         lines.append(
             f"Every row was measured {report['repeat']} times, in turn over the whole table; "
@@ -402,6 +509,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=len(os.sched_getaffinity(0)),
         help="intra-op threads of every engine",
     )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="cpu, or cuda: the CUDA rows (fp32 and fp16)",
+    )
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--beams", nargs="+", type=int, default=list(BEAMS))
     parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
@@ -430,10 +543,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     references = read_lines(default_data_dir(), SPLIT, meta["target_lang"])
     limit = min(args.limit, len(references))
     batch1_limit = min(args.batch1_limit or limit, limit)
-    rows_wanted = [(e, p) for e, p in ROWS if e in args.engines]
-    if meta["model"].get("moe_experts") and ("ctranslate2", "fp32") in rows_wanted:
-        print("CTranslate2 has no mixture-of-experts model: its rows are skipped", file=sys.stderr)
-        rows_wanted = [(e, p) for e, p in rows_wanted if e != "ctranslate2"]
+    table = CUDA_ROWS if args.device == "cuda" else ROWS
+    rows_wanted = [(e, p) for e, p in table if e in args.engines]
+    failed: list[str] = []
+    if any(e == "ctranslate2" for e, _ in rows_wanted):
+        reason = ctranslate2_unavailable(meta, args.device)
+        if reason:
+            print(f"CTranslate2 rows skipped: {reason}", file=sys.stderr)
+            failed.append(f"CTranslate2 ({reason})")
+            rows_wanted = [(e, p) for e, p in rows_wanted if e != "ctranslate2"]
     root_env = os.environ.get("NMT_ARTIFACTS_DIR")
     ct2_dir = prepare(args.model, rows_wanted, Path(root_env) if root_env else None)
 
@@ -443,6 +561,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             for batch in args.batches:
                 # (at batch 1, s streams decode the one sentence on threads / s threads)
                 streams = args.streams if engine in STREAMED else [1]
+                if args.device == "cuda" and batch == 1:
+                    streams = [1]  # one sentence: nothing to overlap on a GPU
                 for stream_count in streams:
                     jobs.append(
                         Job(
@@ -456,12 +576,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                             max(1, min(stream_count, args.threads)),
                             str(ct2_dir) if ct2_dir else None,
                             root_env,
+                            args.device,
                         )
                     )
     best: list[Row | None] = [None] * len(jobs)
     for attempt in range(1, max(1, args.repeat) + 1):
         for i, job in enumerate(jobs):
-            row = measure(job, references)
+            try:
+                row = measure(job, references)
+            except Exception as exc:  # one broken row (a library, a driver) spares the rest
+                what = f"{job.engine} {job.precision} beam {job.beam} batch {job.batch}"
+                print(f"pass {attempt} {what}: failed: {exc!r}", file=sys.stderr, flush=True)
+                failed.append(f"{what} ({type(exc).__name__}: {exc})")
+                continue
             kept = best[i]
             if kept is None or row.sentences_per_s > kept.sentences_per_s:
                 best[i] = row
@@ -484,12 +611,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "sentences": limit,
         "batch1_sentences": batch1_limit,
         "repeat": max(1, args.repeat),
-        "machine": machine(args.threads),
+        "machine": machine(args.threads, args.device),
         "memory": "RSS with the engine loaded and warm; peak delta = VmHWM during the timed "
         "run (reset before it) minus that RSS; fresh process per row",
         "rows": [asdict(r) for r in rows],
+        "failed": failed,
     }
-    report["ratios"] = ratios(rows)
+    report["ratios"] = ratios(rows, args.device)
     text = render(rows, report)
     print("\n" + text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

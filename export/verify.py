@@ -4,6 +4,9 @@ For each precision: the largest difference of the next-token log-probabilities o
 step of teacher-forced decoding (log-probabilities are the logits shifted by a per-row
 constant, so this is also the logit difference up to that shift), the share of sentences
 translated to identical tokens at beam 1 and beam 4, and the BLEU of each variant.
+
+`--device cuda` runs both sides on the GPU: PyTorch float32 as the reference, ONNX Runtime's
+CUDA execution provider (IO binding) for the fp32 and fp16 graphs.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def verify(
     limit: int | None,
     batch_size: int,
     threads: int | None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run every check; returns the report (also the JSON written to disk)."""
     import sacrebleu
@@ -102,7 +106,7 @@ def verify(
 
     if threads:
         torch.set_num_threads(threads)
-    reference = load_engine(model_dir, backend="torch")
+    reference = load_engine(model_dir, backend="torch", device=device)
     texts = read_lines(default_data_dir(), SPLIT, reference.source_lang)[:limit]
     refs = read_lines(default_data_dir(), SPLIT, reference.target_lang)[: len(texts)]
     limit_len = reference.max_positions - 1
@@ -115,9 +119,13 @@ def verify(
     torch_bleu = {beam: bleu(outputs) for beam, outputs in expected.items()}
     results = []
     for precision in precisions:
-        # fp16 graphs are for the GPU; the reference stays PyTorch fp32 on the CPU.
-        device = "cuda" if precision == "fp16" else "cpu"
-        engine = load_onnx_engine(model_dir, device=device, precision=precision, threads=threads)
+        # fp16 graphs are for the GPU; on the CPU the reference stays there.
+        engine = load_onnx_engine(
+            model_dir,
+            device="cuda" if precision == "fp16" else device,
+            precision=precision,
+            threads=threads,
+        )
         diff = max_logprob_diff(reference, engine, sources, batch_size)
         for beam in BEAMS:
             start = time.perf_counter()
@@ -144,6 +152,7 @@ def verify(
             )
     return {
         "model": str(model_dir),
+        "device": device,
         "version": reference.version,
         "split": SPLIT,
         "pair": reference.pair,
@@ -156,7 +165,8 @@ def verify(
 
 def render(report: dict[str, Any]) -> str:
     lines = [
-        f"{report['pair']} {report['version']}: {report['sentences']} sentences of "
+        f"{report['pair']} {report['version']} on {report.get('device', 'cpu')}: "
+        f"{report['sentences']} sentences of "
         f"{report['split']}; PyTorch BLEU beam 1 {report['torch_bleu']['1']:.2f}, "
         f"beam 4 {report['torch_bleu']['4']:.2f}",
         "",
@@ -185,9 +195,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--precisions",
         nargs="+",
-        default=["fp32", "int8"],
+        default=None,
         choices=["fp32", "int8", "fp16"],
-        help="variants to check (fp16 runs on CUDA and needs it)",
+        help="variants to check (default: fp32 int8 on cpu, fp32 fp16 on cuda; fp16 needs CUDA)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where PyTorch and ONNX Runtime both run (int8 is CPU-only)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
@@ -198,9 +214,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="JSON report (default: verify.json in the model's artifacts dir)",
     )
     args = parser.parse_args(argv)
-    if "fp16" in args.precisions and not cuda_available():
-        parser.error("fp16 is verified on CUDA, and ONNX Runtime has no CUDA provider here")
-    report = verify(args.model, args.precisions, args.limit, args.batch_size, args.threads)
+    if args.precisions is None:
+        args.precisions = ["fp32", "fp16"] if args.device == "cuda" else ["fp32", "int8"]
+    if ("fp16" in args.precisions or args.device == "cuda") and not cuda_available():
+        parser.error("fp16 and --device cuda need ONNX Runtime's CUDA provider, absent here")
+    if args.device == "cuda" and "int8" in args.precisions:
+        parser.error("int8 graphs are for the CPU; verify fp32 and fp16 on cuda")
+    report = verify(
+        args.model, args.precisions, args.limit, args.batch_size, args.threads, args.device
+    )
     print(render(report))
     out = args.out or model_artifacts_dir(args.model) / "verify.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -194,6 +194,12 @@ def load_runner(pair: str, model_dir: Path, options: LoadOptions, metrics: Metri
     return ModelRunner(pair, onnx, fallback, metrics)
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def load_onnx(model_dir: Path, options: LoadOptions) -> Engine:
     """A warmed-up ONNX Runtime engine (graphs exported into the cache when missing)."""
     from service.engine.onnx_engine import load_onnx_engine
@@ -211,10 +217,19 @@ def load_onnx(model_dir: Path, options: LoadOptions) -> Engine:
 
 
 def load_torch(model_dir: Path, options: LoadOptions) -> Engine:
-    """A warmed-up PyTorch engine: fp32, or fp16 on cuda (int8 is an ONNX-only variant)."""
-    precision = "fp16" if options.device == "cuda" and options.precision == "fp16" else "fp32"
+    """A warmed-up PyTorch engine: fp32, or fp16 on cuda (int8 is an ONNX-only variant).
+
+    The fallback behind ONNX Runtime on cuda runs on the CPU when this torch has no CUDA (the
+    GPU image ships the CPU wheel: ONNX Runtime does the GPU work), rather than failing the
+    start of a service whose served path works.
+    """
+    device = options.device
+    if device == "cuda" and options.backend != "torch" and not torch_cuda_available():
+        log.warning("%s: torch has no CUDA here; the fallback engine runs on the CPU", model_dir)
+        device = "cpu"
+    precision = "fp16" if device == "cuda" and options.precision == "fp16" else "fp32"
     if options.backend == "torch" and options.precision != precision:
-        raise ValueError(f"the torch backend cannot run {options.precision} on {options.device}")
-    engine = load_engine(model_dir, backend="torch", device=options.device, precision=precision)
+        raise ValueError(f"the torch backend cannot run {options.precision} on {device}")
+    engine = load_engine(model_dir, backend="torch", device=device, precision=precision)
     engine.warmup()
     return engine

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 import service.registry
 from export.artifacts import ensure_graphs
@@ -115,3 +116,21 @@ def test_torch_only(tiny_models_dir: Path, onnx_outputs: list[str]) -> None:
         assert [t["text"] for t in r.json()["translations"]] == onnx_outputs
         model = served.client.get("/v1/models").json()["models"][0]
         assert (model["backend"], model["fallback"], model["degraded"]) == ("torch", None, False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a torch build without CUDA")
+def test_cuda_service_keeps_a_cpu_fallback_when_torch_has_no_cuda(tiny_model_dir: Path) -> None:
+    """The GPU image pairs onnxruntime-gpu with the CPU build of torch: on NMT_DEVICE=cuda the
+    fallback must load on the CPU instead of failing the service's start."""
+    options = service.registry.LoadOptions("auto", "cuda", "fp16", threads=1)
+    engine = service.registry.load_torch(tiny_model_dir, options)
+    assert (engine.backend, engine.device, engine.precision) == ("torch", "cpu", "fp32")
+    assert engine.translate(TEXTS, beam_size=2)[0].text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a torch build without CUDA")
+def test_torch_backend_on_cuda_without_cuda_fails_loudly(tiny_model_dir: Path) -> None:
+    """NMT_BACKEND=torch on cuda is a request for the GPU: no silent move to the CPU."""
+    options = service.registry.LoadOptions("torch", "cuda", "fp16", threads=1)
+    with pytest.raises((RuntimeError, AssertionError)):
+        service.registry.load_torch(tiny_model_dir, options)

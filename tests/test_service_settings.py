@@ -48,7 +48,7 @@ def test_auto_device_and_precision_on_this_machine() -> None:
     settings = Settings(device="cpu")
     assert settings.resolved_device() == "cpu"
     assert settings.resolved_precision("cpu") == "fp32"
-    assert settings.resolved_precision("cuda") == "fp16"
+    assert settings.resolved_precision("cuda") == "fp32"  # fp16 measured no faster on a GPU
     assert Settings(precision="int8").resolved_precision("cpu") == "int8"
 
 

@@ -1,0 +1,91 @@
+"""The engine benchmark's report: which rows it compares against which targets, per device."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bench.engines import Row, ratios, render
+
+
+def row(engine: str, precision: str, beam: int, sent_per_s: float, **extra: object) -> Row:
+    base = Row(
+        engine=engine,
+        precision=precision,
+        beam=beam,
+        batch=32,
+        streams=1,
+        sentences=320,
+        seconds=320 / sent_per_s,
+        cpu_seconds=1.0,
+        sentences_per_s=sent_per_s,
+        tokens_per_s=10 * sent_per_s,
+        p50_batch_ms=10.0,
+        steal_pct=0.0,
+        rss_mib=500.0,
+        peak_delta_mib=1.0,
+        bleu=30.0,
+    )
+    return replace(base, **extra)  # type: ignore[arg-type]
+
+
+def test_cpu_targets_compare_int8_with_int8() -> None:
+    rows = [
+        row("onnx", "fp32", 1, 300),
+        row("onnx", "int8", 1, 500),
+        row("ctranslate2", "fp32", 1, 250),
+        row("ctranslate2", "int8", 1, 600),
+        row("torch-nocache", "fp32", 1, 50),
+    ]
+    got = {(t["engine"], t["versus"]): (t["ratio"], t["met"]) for t in ratios(rows)}
+    assert got == {
+        ("onnx fp32", "ctranslate2 fp32"): (1.2, True),
+        ("onnx int8", "ctranslate2 int8"): (0.83, False),
+        ("onnx fp32", "torch-nocache fp32"): (6.0, True),
+    }
+
+
+def test_cuda_targets_compare_fp16_with_fp16_and_keep_each_engines_best_streams() -> None:
+    rows = [
+        row("onnx", "fp16", 4, 100),
+        row("onnx", "fp16", 4, 150, streams=2),
+        row("ctranslate2", "fp16", 4, 300),
+        row("onnx", "int8", 4, 999),  # not a CUDA comparison
+    ]
+    (target,) = ratios(rows, "cuda")
+    assert (target["engine"], target["versus"], target["engine_streams"]) == (
+        "onnx fp16",
+        "ctranslate2 fp16",
+        2,
+    )
+    assert target["ratio"] == 0.5 and not target["met"]
+
+
+def test_cuda_table_shows_gpu_memory_and_rows_that_could_not_run() -> None:
+    rows = [row("onnx", "fp16", 1, 100, device="cuda", gpu_mib=1500.0, gpu_peak_mib=1700.0)]
+    report = {
+        "command": "python -m bench.engines --device cuda",
+        "model": "models/en-de",
+        "model_hash": "abc",
+        "split": "test_2016_flickr",
+        "source_lang": "en",
+        "target_lang": "de",
+        "sentences": 320,
+        "batch1_sentences": 320,
+        "machine": {
+            "cpu": "x86",
+            "logical_cores": 16,
+            "threads": 16,
+            "torch": "2",
+            "onnxruntime": "1",
+            "ctranslate2": "4",
+            "device": "cuda",
+            "gpu": "NVIDIA H100",
+        },
+        "ratios": [],
+        "failed": ["CTranslate2 (needs libcublas.so.12)"],
+    }
+    text = render(rows, report)
+    assert "GPU: NVIDIA H100" in text
+    assert "| GPU MiB | GPU peak MiB |" in text
+    assert "| 1500 | 1700 |" in text
+    assert "Not measured: CTranslate2 (needs libcublas.so.12)" in text
