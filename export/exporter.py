@@ -14,12 +14,14 @@ from pathlib import Path
 
 import onnx
 import torch
+from onnx import TensorProto, helper
 
 from export.decoder_step import DecoderStepGraph
 from export.graphs import (
     DECODER_FILE,
     ENCODER_FILE,
     OPSET,
+    TOP_K_OUTPUTS,
     EncoderGraph,
     GraphNames,
     dynamic_axes,
@@ -56,10 +58,31 @@ def export_fp32(model: Transformer, out_dir: Path) -> GraphNames:
             str(out_dir / DECODER_FILE),
             dynamo=False,
             opset_version=OPSET,
-            input_names=names.decoder_inputs,
-            output_names=names.decoder_outputs,
+            input_names=names.step_inputs,
+            output_names=names.step_outputs,
             dynamic_axes=dec_axes,
         )
+    add_top_k(out_dir / DECODER_FILE)
     for name in (ENCODER_FILE, DECODER_FILE):
         onnx.checker.check_model(str(out_dir / name), full_check=True)
     return names
+
+
+def add_top_k(decoder_file: Path) -> None:
+    """Append input k and a TopK over log_probs: top_log_probs, top_tokens (B, k).
+
+    Added to the exported graph rather than traced: torch.topk takes k as a Python int,
+    which tracing would freeze into the graph, where the search asks for 1 (greedy) or 2K.
+    """
+    model = onnx.load(str(decoder_file))
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("k", TensorProto.INT64, [1]))
+    values, tokens = TOP_K_OUTPUTS
+    graph.node.append(
+        helper.make_node(
+            "TopK", ["log_probs", "k"], [values, tokens], name="top_k", axis=-1, largest=1
+        )
+    )
+    graph.output.append(helper.make_tensor_value_info(values, TensorProto.FLOAT, ["batch", "k"]))
+    graph.output.append(helper.make_tensor_value_info(tokens, TensorProto.INT64, ["batch", "k"]))
+    onnx.save(model, str(decoder_file))

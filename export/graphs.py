@@ -3,7 +3,9 @@
 Encoder: source ids and mask -> cross-attention keys and values of every decoder layer,
 computed once per request. Decoder with past (export/decoder_step.py): one new token per
 row, the source mask and the cache -> log-probabilities of the next token and the cache
-grown by one position.
+grown by one position; and, for a `k` given at run time, each row's k best log-probabilities
+and their tokens (ONNX TopK, ties to the lower token id), which is all a search step needs:
+fetching those instead of the whole (rows, vocabulary) matrix keeps it on a GPU.
 
 The cache crosses the graph boundary one tensor per layer (`past_self_k_0`, ...), not
 stacked (L, B, H, T, Dh) as `KVCache` holds it in PyTorch: a stacked input costs a Split
@@ -27,6 +29,7 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 # ONNX opset: 17 has LayerNormalization, which ORT's CPU and CUDA kernels run fused.
 OPSET = 17
+TOP_K_OUTPUTS = ("top_log_probs", "top_tokens")
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,24 @@ class GraphNames:
         return self.cross
 
     @cached_property
-    def decoder_inputs(self) -> list[str]:
+    def step_inputs(self) -> list[str]:
+        """The inputs of the traced decoder step."""
         return ["tokens", "src_mask", *self.past, *self.cross]
 
     @cached_property
-    def decoder_outputs(self) -> list[str]:
+    def step_outputs(self) -> list[str]:
+        """The outputs of the traced decoder step: log_probs (B, V) and the grown cache."""
         return ["log_probs", *self.present]
+
+    @cached_property
+    def decoder_inputs(self) -> list[str]:
+        """The decoder graph's inputs: the step's, and k (1,) int64 for the top-k outputs."""
+        return [*self.step_inputs, "k"]
+
+    @cached_property
+    def decoder_outputs(self) -> list[str]:
+        """The step's outputs, then top_log_probs (B, k) float32 and top_tokens (B, k) int64."""
+        return [*self.step_outputs, *TOP_K_OUTPUTS]
 
 
 def decoder_layers(model: Transformer) -> list[DecoderLayer]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from export.graphs import DECODER_FILE, ENCODER_FILE
+from export.graphs import DECODER_FILE, ENCODER_FILE, TOP_K_OUTPUTS
 
 
 def quantize_int8(fp32_dir: Path, out_dir: Path) -> None:
@@ -43,8 +43,9 @@ def convert_fp16(fp32_dir: Path, out_dir: Path) -> None:
         converted = convert_float_to_float16(
             model,
             # The search ranks hypotheses on float32 log-probabilities, as on every backend;
-            # LogSoftmax runs in float32 on logits cast up from the float16 projection.
-            keep_io_types=["log_probs"] if name == DECODER_FILE else False,
-            op_block_list=["LogSoftmax"],
+            # LogSoftmax and the top-k run in float32 on logits cast up from the float16
+            # projection.
+            keep_io_types=["log_probs", TOP_K_OUTPUTS[0]] if name == DECODER_FILE else False,
+            op_block_list=["LogSoftmax", "TopK"],
         )
         onnx.save(converted, str(out_dir / name))

@@ -1,8 +1,9 @@
 """Batched greedy and beam search over any backend that can take one decoding step.
 
-A backend implements `StepDecoder`: `step` feeds the last token of every row and returns
-log-probabilities, `select` keeps and reorders rows of its cache. The search code is shared
-by the PyTorch model and the ONNX Runtime graphs, so both produce the same tokens.
+A backend implements `StepDecoder`: `step_top_k` feeds the last token of every row and
+returns each row's k best log-probabilities and tokens (all a search step needs: 1 for
+greedy, 2K for beam search), `select` keeps and reorders rows of its cache. The search code
+is shared by the PyTorch model and the ONNX Runtime graphs, so both produce the same tokens.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ class StepDecoder(Protocol[State]):
         """tokens (N,) -> log-probabilities (N, V) as float32 on the CPU, and the new state."""
         ...
 
-    def select(self, state: State, index: Tensor) -> State:
-        """Keep the rows in index (N',), in that order."""
+    def step_top_k(self, state: State, tokens: Tensor, k: int) -> tuple[Tensor, Tensor, State]:
+        """As step, but only each row's k largest log-probabilities (N, k) float32 and their
+        tokens (N, k) int64 on the CPU, largest first, ties to the lower token id."""
         ...
 
-    def top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """Per row, the k largest log-probabilities and their tokens, largest first."""
+    def select(self, state: State, index: Tensor) -> State:
+        """Keep the rows in index (N',), in that order."""
         ...
 
 
@@ -56,6 +58,16 @@ def best_tokens(log_probs: Tensor) -> tuple[Tensor, Tensor]:
     return log_probs.gather(1, tokens[:, None])[:, 0], tokens
 
 
+def rows_top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Per row, the k largest log-probabilities and their tokens, largest first: the
+    reference `step_top_k` for a backend that computes the whole (N, V) matrix."""
+    if k == 1:
+        values, tokens = best_tokens(log_probs)
+        return values[:, None], tokens[:, None]
+    values, tokens = log_probs.topk(k, dim=-1)
+    return values, tokens
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ((5 + |Y|) / 6) ^ alpha; alpha 0 ranks by raw log-probability."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -78,9 +90,9 @@ def greedy_search(
     log_prob = torch.zeros(batch_size)
     results: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     for step in range(max_length):
-        log_probs, state = decoder.step(state, tokens)
-        best, tokens = best_tokens(log_probs)
-        log_prob = log_prob + best
+        best, top, state = decoder.step_top_k(state, tokens, 1)
+        tokens = top[:, 0]
+        log_prob = log_prob + best[:, 0]
         done = tokens == eos_id
         if step == max_length - 1:
             done = torch.ones_like(done)
@@ -133,11 +145,10 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
 
     for step in range(max_length):
-        log_probs, state = decoder.step(state, tokens)  # (n * beams, V)
-        n, beams = scores.shape
         # The best 2K extensions of a sentence are among the best 2K of each of its beams,
-        # so select per row first instead of over the whole (n, beams * V) candidate matrix.
-        row_scores, row_tokens = decoder.top_k(log_probs, 2 * k)  # (n * beams, 2K)
+        # so each row's best 2K is all the step returns, not the whole (n * beams, V).
+        row_scores, row_tokens, state = decoder.step_top_k(state, tokens, 2 * k)
+        n, beams = scores.shape
         candidates = (scores.reshape(-1, 1) + row_scores).reshape(n, beams * 2 * k)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K)
         top_beam = top_index // (2 * k)
@@ -216,9 +227,12 @@ class TorchStepDecoder:
     def select(self, state: TorchState, index: Tensor) -> TorchState:
         return TorchState(state.src_mask.index_select(0, index), state.cache.select(index))
 
-    def top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        values, tokens = log_probs.topk(k, dim=-1)
-        return values, tokens
+    def step_top_k(
+        self, state: TorchState, tokens: Tensor, k: int
+    ) -> tuple[Tensor, Tensor, TorchState]:
+        log_probs, state = self.step(state, tokens)
+        values, top = rows_top_k(log_probs, k)
+        return values, top, state
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

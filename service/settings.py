@@ -9,10 +9,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Auto precision: fp32 on both devices, the precision whose tokens the PyTorch fallback
-# reproduces. On the CPU int8 is faster within the BLEU tolerance (NMT_PRECISION=int8 opts
-# in). On an H100 the fp16 graphs were no faster for these 7.6M-parameter models: greedy at
-# batch 32 447-454 vs 709 sentences/s, beam 4 at 308 vs 297 (bench/results/engines-cuda.md):
-# each step is a few hundred tiny kernels, bound by their launches, not by arithmetic.
+# reproduces. The reduced ones are opt-in: int8 on the CPU (faster, within the BLEU
+# tolerance), fp16 on CUDA (on an H100, for these 7.6M-parameter models, slower than fp32 at
+# greedy search and faster at beam 4, batch 32: README, "On a GPU").
 AUTO_PRECISION = "fp32"
 
 
@@ -48,9 +47,8 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         default="auto",
         description="Weights precision. auto: fp32, whose tokens the PyTorch fallback "
-        "reproduces (fp16 measured no faster on an H100 for these small models). int8 "
-        "(dynamic int8 ONNX graphs, cpu only) and fp16 (cuda) are opt-in. The PyTorch "
-        "fallback runs fp32, or fp16 on a GPU when fp16 is asked for.",
+        "reproduces. int8 (dynamic int8 ONNX graphs, cpu only) and fp16 (cuda) are opt-in. "
+        "The PyTorch fallback runs fp32, or fp16 on a GPU when fp16 is asked for.",
     )
     max_batch_size: int = Field(
         default=32, ge=1, description="Most sentences in one engine call; 1 turns batching off."

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from bench.engines import Row, ratios, render
 
@@ -89,3 +92,15 @@ def test_cuda_table_shows_gpu_memory_and_rows_that_could_not_run() -> None:
     assert "| GPU MiB | GPU peak MiB |" in text
     assert "| 1500 | 1700 |" in text
     assert "Not measured: CTranslate2 (needs libcublas.so.12)" in text
+
+
+def test_step_top_k_benchmark_compares_both_paths(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench.step_top_k runs the graph's TopK and the host top-k on one engine: same tokens."""
+    from bench.step_top_k import main
+
+    main(["--model", str(tiny_model_dir), "--limit", "8", "--batch1-limit", "2", "--threads", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
+    assert len(rows) == 4
+    assert all(row.endswith("| 100.0% |") for row in rows)

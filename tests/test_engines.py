@@ -100,15 +100,23 @@ def test_select_keeps_rows_consistent_with_a_fresh_batch(engine: Engine, texts: 
     assert got.dtype == torch.float32 and got.shape == (3, engine.tokenizer.vocab_size)
 
 
-def test_top_k_ranks_each_rows_log_probs_as_torch_topk(engine: Engine, texts: list[str]) -> None:
-    """The per-row top-k the beam search calls (ORT's TopK on the onnx engine)."""
+def test_step_top_k_is_the_top_k_of_step(engine: Engine, texts: list[str]) -> None:
+    """What the search takes from a step (the graph's own TopK on the onnx engine): each row's
+    k best log-probabilities of the full step, largest first; k = 1 is the argmax."""
     sources = engine.tokenizer.encode(texts[:5])
-    log_probs, _ = engine.step(engine.start(sources), torch.full((5,), engine.bos_id))
+    bos = torch.full((5,), engine.bos_id)
+    log_probs, _ = engine.step(engine.start(sources), bos)
     for k in (1, 4, 8):
-        values, tokens = engine.top_k(log_probs, k)
-        want_values, want_tokens = log_probs.topk(k, dim=-1)
-        assert torch.equal(values, want_values)
+        values, tokens, state = engine.step_top_k(engine.start(sources), bos, k)
+        want_tokens = torch.sort(log_probs, dim=-1, descending=True, stable=True)[1][:, :k]
         assert torch.equal(tokens, want_tokens)
+        torch.testing.assert_close(values, log_probs.gather(1, want_tokens), atol=1e-6, rtol=0)
+        assert values.dtype == torch.float32 and tokens.dtype == torch.int64
+    assert torch.equal(tokens[:, 0], log_probs.argmax(dim=-1))
+    # the state goes on as step's does
+    after_top_k, _ = engine.step(state, tokens[:, 0])
+    after_step, _ = engine.step(engine.step(engine.start(sources), bos)[1], tokens[:, 0])
+    torch.testing.assert_close(after_top_k, after_step, atol=1e-5, rtol=0)
 
 
 def test_select_into_beam_groups_matches_one_row_per_source(

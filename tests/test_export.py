@@ -85,8 +85,16 @@ def ort_decode(
             "src_mask": src_mask.numpy(),
             **dict(zip(names.past, past, strict=True)),
             **dict(zip(names.cross, cross, strict=True)),
+            "k": np.array([3]),
         }
-        lp, *past = decoder.run(None, feeds)
+        lp, top_values, top_tokens, *past = decoder.run(
+            ["log_probs", "top_log_probs", "top_tokens", *names.present], feeds
+        )
+        # the graph's top-k outputs are the top-k of its own log-probabilities, ties to
+        # the lower token id (float16 logits tie often)
+        want = np.argsort(-lp.astype(np.float32), axis=-1, kind="stable")[:, :3]
+        assert np.array_equal(top_tokens, want)
+        assert np.array_equal(top_values, np.take_along_axis(lp, want, axis=-1))
         log_probs.append(lp)
     return log_probs, past
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from model.search import Hypothesis, search
+from model.search import Hypothesis, rows_top_k, search
 from model.tokenizer import Tokenizer
 
 BACKENDS = ("onnx", "torch")
@@ -122,10 +122,12 @@ class Engine(ABC):
     def select(self, state: Any, index: Tensor) -> Any:
         """Keep the rows in index, in that order (drop finished sentences, follow beams)."""
 
-    def top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """Per row, the k largest log-probabilities and their tokens, largest first."""
-        values, tokens = log_probs.topk(k, dim=-1)
-        return values, tokens
+    def step_top_k(self, state: Any, tokens: Tensor, k: int) -> tuple[Tensor, Tensor, Any]:
+        """As step, but only each row's k best log-probabilities (N, k) and tokens (N, k),
+        largest first, ties to the lower token id: what the search takes from a step."""
+        log_probs, state = self.step(state, tokens)
+        values, top = rows_top_k(log_probs, k)
+        return values, top, state
 
     def warmup(self) -> None:
         """Run one tiny greedy and beam search so the first request pays no start-up cost."""

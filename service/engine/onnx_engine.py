@@ -17,7 +17,7 @@ from model.checkpoint import model_hash, read_model_config
 from model.search import pad_batch
 from model.tokenizer import TOKENIZER_FILE, Tokenizer
 from service.engine.base import Engine
-from service.engine.ort_io import DeviceIO, GraphIO, HostIO, RowTopK, Value
+from service.engine.ort_io import DeviceIO, GraphIO, HostIO, Value
 from service.engine.ort_session import (
     CUDA_PROVIDER,
     available_cpus,
@@ -101,7 +101,6 @@ class OnnxEngine(Engine):
             self.io: GraphIO = DeviceIO(encoder, decoder, names, device=device, threads=threads)
         else:
             self.io = HostIO(encoder, decoder, names, threads=threads)
-        self.row_top_k = RowTopK()
 
     def warmup(self) -> None:
         """Also build the row-selection graph that dropping a finished sentence runs."""
@@ -124,9 +123,17 @@ class OnnxEngine(Engine):
             state.sources, state.src_mask, state.cross, state.rows, present
         )
 
-    def top_k(self, log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        values, tokens = self.row_top_k(log_probs.numpy(), k)
-        return torch.from_numpy(values), torch.from_numpy(tokens)
+    def step_top_k(
+        self, state: OrtState, tokens: Tensor, k: int
+    ) -> tuple[Tensor, Tensor, OrtState]:
+        """The graph's own TopK: on CUDA only (B, k) values and tokens leave the GPU."""
+        ids = np.ascontiguousarray(tokens.numpy().reshape(-1, 1), dtype=np.int64)  # (N, 1)
+        values, top, present = self.io.decode_top_k(ids, state.src_mask, state.past, state.cross, k)
+        return (
+            torch.from_numpy(values),
+            torch.from_numpy(top),
+            OrtState(state.sources, state.src_mask, state.cross, state.rows, present),
+        )
 
     def select(self, state: OrtState, index: Tensor) -> OrtState:
         rows = index.numpy().astype(np.int64, copy=False)

@@ -2,8 +2,9 @@
 
 `HostIO` (CPU) feeds and receives numpy arrays: ORT reads contiguous numpy inputs in place
 and hands its outputs over without a copy. `DeviceIO` (CUDA) keeps the cache in ORT values
-on the device through IO binding: each step uploads the token ids and downloads only the
-log-probabilities.
+on the device through IO binding: each step uploads the token ids and downloads only what
+the search asks for, each row's k best log-probabilities and tokens (the whole (rows,
+vocabulary) matrix only for `decode`, which export.verify uses).
 
 Both select rows (beams, finished sentences) with one small Gather graph run by ORT, on
 the host too, so the CPU tests cover the code the GPU runs. On the CPU its outputs come
@@ -23,7 +24,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from export.graphs import OPSET, GraphNames
+from export.graphs import OPSET, TOP_K_OUTPUTS, GraphNames
 from service.engine.ort_session import make_session
 
 Value = Any  # np.ndarray on the host, ort.OrtValue on the device
@@ -44,6 +45,18 @@ class GraphIO(Protocol):
 
         The B rows are N contiguous groups, one per entry of src_mask and cross.
         """
+        ...
+
+    def decode_top_k(
+        self,
+        tokens: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
+        """-> each row's k best log-probabilities (B, k) float32 and tokens (B, k) int64 on
+        the host, and present_self_k_*, _v_*."""
         ...
 
     def empty_past(self, rows: int, like: Value) -> list[Value]:
@@ -69,35 +82,6 @@ def gather_graph(kinds: Sequence[Kind]) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
     onnx.checker.check_model(model)
     return model.SerializeToString()
-
-
-def top_k_graph() -> bytes:
-    """A graph taking the k largest values of each row of x and their columns, largest first."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", "columns"])
-    k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
-    values = helper.make_tensor_value_info("values", TensorProto.FLOAT, ["rows", "k"])
-    indices = helper.make_tensor_value_info("indices", TensorProto.INT64, ["rows", "k"])
-    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=-1, largest=1)
-    graph = helper.make_graph([node], "row_top_k", [x, k], [values, indices])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
-class RowTopK:
-    """The search's per-row top-k over host log-probabilities, run by ORT's TopK.
-
-    On one thread ORT's TopK takes 0.33 ms for the 2K = 8 best of 64 rows x 8,000 real
-    log-probabilities where torch.topk takes 0.75 ms (beam 4, en-de, measured side by side).
-    """
-
-    def __init__(self) -> None:
-        # The search runs on its stream's own thread: one intra-op thread, none spinning.
-        self.session = make_session(top_k_graph(), "cpu", 1)
-
-    def __call__(self, log_probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        values, indices = self.session.run(None, {"x": log_probs, "k": np.array([k])})
-        return values, indices
 
 
 class RowGather:
@@ -155,11 +139,33 @@ class HostIO:
     def decode(
         self, tokens: np.ndarray, src_mask: Value, past: Sequence[Value], cross: Sequence[Value]
     ) -> tuple[np.ndarray, list[Value]]:
-        feeds = {"tokens": tokens, "src_mask": src_mask}
+        log_probs, *present = self._run(["log_probs"], tokens, src_mask, past, cross, 1)
+        return log_probs, present
+
+    def decode_top_k(
+        self,
+        tokens: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
+        values, indices, *present = self._run(list(TOP_K_OUTPUTS), tokens, src_mask, past, cross, k)
+        return values, indices, present
+
+    def _run(
+        self,
+        fetch: list[str],
+        tokens: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
+        k: int,
+    ) -> list[np.ndarray]:
+        feeds = {"tokens": tokens, "src_mask": src_mask, "k": np.array([k], dtype=np.int64)}
         feeds.update(zip(self.names.past, past, strict=True))
         feeds.update(zip(self.names.cross, cross, strict=True))
-        log_probs, *present = self.decoder.run(self.names.decoder_outputs, feeds)
-        return log_probs, present
+        return list(self.decoder.run([*fetch, *self.names.present], feeds))
 
     def empty_past(self, rows: int, like: Value) -> list[Value]:
         _, h, _, dh = like.shape
@@ -203,20 +209,45 @@ class DeviceIO:
     def decode(
         self, tokens: np.ndarray, src_mask: Value, past: Sequence[Value], cross: Sequence[Value]
     ) -> tuple[np.ndarray, list[Value]]:
+        log_probs, *present = self._run(["log_probs"], tokens, src_mask, past, cross, 1)
+        return log_probs.numpy(), present
+
+    def decode_top_k(
+        self,
+        tokens: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
+        values, indices, *present = self._run(list(TOP_K_OUTPUTS), tokens, src_mask, past, cross, k)
+        return values.numpy(), indices.numpy(), present
+
+    def _run(
+        self,
+        fetch: list[str],
+        tokens: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
+        k: int,
+    ) -> list[ort.OrtValue]:
         binding = self.decoder.io_binding()
         binding.bind_cpu_input("tokens", tokens)
+        binding.bind_cpu_input("k", np.array([k], dtype=np.int64))
         binding.bind_ortvalue_input("src_mask", src_mask)
         for name, value in zip(self.names.past, past, strict=True):
             binding.bind_ortvalue_input(name, value)
         for name, value in zip(self.names.cross, cross, strict=True):
             binding.bind_ortvalue_input(name, value)
-        # Only the log-probabilities cross to the host; the grown cache stays where it is.
-        binding.bind_output("log_probs", "cpu")
+        # Only what the search asks for crosses to the host (an unbound output is not
+        # fetched); the grown cache stays where it is.
+        for name in fetch:
+            binding.bind_output(name, "cpu")
         for name in self.names.present:
             binding.bind_output(name, self.device, 0)
         self.decoder.run_with_iobinding(binding)
-        log_probs, *present = binding.get_outputs()
-        return log_probs.numpy(), present
+        return list(binding.get_outputs())
 
     def empty_past(self, rows: int, like: Value) -> list[Value]:
         _, h, _, dh = like.shape()
