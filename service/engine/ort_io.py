@@ -16,6 +16,7 @@ the two measured the same within noise.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -116,7 +117,44 @@ class RowGather:
         return list(binding.get_outputs())
 
 
-class HostIO:
+class DecoderRuns(ABC):
+    """decode and decode_top_k over one decoder run that fetches some outputs to the host."""
+
+    def decode(
+        self, tokens: np.ndarray, src_mask: Value, past: Sequence[Value], cross: Sequence[Value]
+    ) -> tuple[np.ndarray, list[Value]]:
+        log_probs, *present = self._run(["log_probs"], tokens, src_mask, past, cross, 1)
+        return self._host(log_probs), present
+
+    def decode_top_k(
+        self,
+        tokens: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
+        values, indices, *present = self._run(list(TOP_K_OUTPUTS), tokens, src_mask, past, cross, k)
+        return self._host(values), self._host(indices), present
+
+    @abstractmethod
+    def _run(
+        self,
+        fetch: list[str],
+        tokens: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
+        k: int,
+    ) -> list[Value]:
+        """One decoder run: the outputs in fetch (on the host), then present_self_*."""
+
+    @staticmethod
+    def _host(value: Value) -> np.ndarray:
+        return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+class HostIO(DecoderRuns):
     """numpy in, numpy out: the CPU path."""
 
     def __init__(
@@ -136,23 +174,6 @@ class HostIO:
         feeds = {"src_ids": src_ids, "src_mask": src_mask}
         return src_mask, list(self.encoder.run(self.names.encoder_outputs, feeds))
 
-    def decode(
-        self, tokens: np.ndarray, src_mask: Value, past: Sequence[Value], cross: Sequence[Value]
-    ) -> tuple[np.ndarray, list[Value]]:
-        log_probs, *present = self._run(["log_probs"], tokens, src_mask, past, cross, 1)
-        return log_probs, present
-
-    def decode_top_k(
-        self,
-        tokens: np.ndarray,
-        src_mask: Value,
-        past: Sequence[Value],
-        cross: Sequence[Value],
-        k: int,
-    ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
-        values, indices, *present = self._run(list(TOP_K_OUTPUTS), tokens, src_mask, past, cross, k)
-        return values, indices, present
-
     def _run(
         self,
         fetch: list[str],
@@ -161,7 +182,7 @@ class HostIO:
         past: Sequence[Value],
         cross: Sequence[Value],
         k: int,
-    ) -> list[np.ndarray]:
+    ) -> list[Value]:
         feeds = {"tokens": tokens, "src_mask": src_mask, "k": np.array([k], dtype=np.int64)}
         feeds.update(zip(self.names.past, past, strict=True))
         feeds.update(zip(self.names.cross, cross, strict=True))
@@ -176,7 +197,7 @@ class HostIO:
         return self.rows.arrays(values, index)
 
 
-class DeviceIO:
+class DeviceIO(DecoderRuns):
     """IO binding: the cache lives in ORT values on the device between steps."""
 
     def __init__(
@@ -206,23 +227,6 @@ class DeviceIO:
         mask = ort.OrtValue.ortvalue_from_numpy(src_mask, self.device, 0)
         return mask, list(binding.get_outputs())
 
-    def decode(
-        self, tokens: np.ndarray, src_mask: Value, past: Sequence[Value], cross: Sequence[Value]
-    ) -> tuple[np.ndarray, list[Value]]:
-        log_probs, *present = self._run(["log_probs"], tokens, src_mask, past, cross, 1)
-        return log_probs.numpy(), present
-
-    def decode_top_k(
-        self,
-        tokens: np.ndarray,
-        src_mask: Value,
-        past: Sequence[Value],
-        cross: Sequence[Value],
-        k: int,
-    ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
-        values, indices, *present = self._run(list(TOP_K_OUTPUTS), tokens, src_mask, past, cross, k)
-        return values.numpy(), indices.numpy(), present
-
     def _run(
         self,
         fetch: list[str],
@@ -231,7 +235,7 @@ class DeviceIO:
         past: Sequence[Value],
         cross: Sequence[Value],
         k: int,
-    ) -> list[ort.OrtValue]:
+    ) -> list[Value]:
         binding = self.decoder.io_binding()
         binding.bind_cpu_input("tokens", tokens)
         binding.bind_cpu_input("k", np.array([k], dtype=np.int64))
