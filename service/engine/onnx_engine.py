@@ -126,7 +126,12 @@ class OnnxEngine(Engine):
     def step_top_k(
         self, state: OrtState, tokens: Tensor, k: int
     ) -> tuple[Tensor, Tensor, OrtState]:
-        """The graph's own TopK: on CUDA only (B, k) values and tokens leave the GPU."""
+        """The graph's own TopK: on CUDA only (B, k) values and tokens leave the GPU.
+
+        (On the CPU, greedy through numpy's argmax over the whole log-probabilities with the
+        graph's TopK idle (k = 0) measured the same within noise: 338-357 vs 325-353
+        sentences/s fp32, 760-777 vs 741-782 int8, batch 32, 2 streams.)
+        """
         ids = np.ascontiguousarray(tokens.numpy().reshape(-1, 1), dtype=np.int64)  # (N, 1)
         values, top, present = self.io.decode_top_k(ids, state.src_mask, state.past, state.cross, k)
         return (
