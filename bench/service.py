@@ -357,13 +357,18 @@ def markdown(result: dict[str, Any]) -> str:
         "steal %: the share of the machine's CPU time the hypervisor gave to other guests "
         "during that row (0 on a dedicated machine).",
         "",
-        f"- batching on / off at the most clients: {summary['batching_speedup_at_max_clients']}x "
-        "(target >= 5x)",
-        f"- service (batching on, most clients) / engine at batch {engine['batch']}: "
-        f"{summary['service_over_engine_at_max_clients']}x (target >= 0.8x)",
-        "",
     ]
-    return "\n".join(lines)
+    # A ratio is None when its modes were not both measured (--modes on, say).
+    speedup = summary["batching_speedup_at_max_clients"]
+    if speedup is not None:
+        lines.append(f"- batching on / off at the most clients: {speedup}x (target >= 5x)")
+    ratio = summary["service_over_engine_at_max_clients"]
+    if ratio is not None:
+        lines.append(
+            f"- service (batching on, most clients) / engine at batch {engine['batch']}: "
+            f"{ratio}x (target >= 0.8x)"
+        )
+    return "\n".join([*lines, ""])
 
 
 def main(argv: list[str] | None = None) -> None:
