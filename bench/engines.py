@@ -126,9 +126,9 @@ def _reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-class GpuMemory:
-    """Device memory in use on GPU 0, from NVML (every process's, the CUDA context included:
-    on a benchmark machine that is this row's process alone)."""
+class NvmlGpu:
+    """GPU 0 through NVML: its name, and the device memory in use (every process's, the CUDA
+    context included: on a benchmark machine that is this row's process alone)."""
 
     def __init__(self) -> None:
         import pynvml
@@ -139,6 +139,10 @@ class GpuMemory:
 
     def used_mib(self) -> float:
         return float(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used) / 2**20
+
+    def name(self) -> str:
+        name = self._nvml.nvmlDeviceGetName(self._handle)
+        return name.decode() if isinstance(name, bytes) else str(name)
 
 
 # ----- the translators a row can use -----
@@ -225,7 +229,7 @@ def run_job(job: Job) -> dict[str, Any]:
 
     translate = _ctranslate2(job) if job.engine == "ctranslate2" else _our_engine(job)
     translate(batches[0], job.beam)  # warm-up: first-call allocations and lazy init
-    gpu = GpuMemory() if job.device == "cuda" else None
+    gpu = NvmlGpu() if job.device == "cuda" else None
     gpu_mib = gpu.used_mib() if gpu else None
     gpu_peak = gpu_mib
     rss_kib = _status_kib("VmRSS")
@@ -364,13 +368,9 @@ def ratios(rows: Sequence[Row], device: str = "cpu") -> list[dict[str, Any]]:
 def gpu_name() -> str | None:
     """The name of GPU 0, from NVML; None without one."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        return NvmlGpu().name()
     except Exception:
         return None
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def onnxruntime_version() -> str:
