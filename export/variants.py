@@ -43,9 +43,10 @@ def convert_fp16(fp32_dir: Path, out_dir: Path) -> None:
         converted = convert_float_to_float16(
             model,
             # The search ranks hypotheses on float32 log-probabilities, as on every backend;
-            # LogSoftmax and the top-k run in float32 on logits cast up from the float16
-            # projection.
+            # LogSoftmax and the top-k (the `top_k/` nodes) run in float32 on logits cast up
+            # from the float16 projection.
             keep_io_types=["log_probs", TOP_K_OUTPUTS[0]] if name == DECODER_FILE else False,
-            op_block_list=["LogSoftmax", "TopK"],
+            op_block_list=["LogSoftmax"],
+            node_block_list=[n.name for n in model.graph.node if n.name.startswith("top_k/")],
         )
         onnx.save(converted, str(out_dir / name))

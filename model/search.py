@@ -68,6 +68,10 @@ def rows_top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, tokens
 
 
+# Greedy search drops finished rows once they are this share of its batch (see greedy_search).
+COMPACT_SHARE = 0.25
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT length penalty ((5 + |Y|) / 6) ^ alpha; alpha 0 ranks by raw log-probability."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -83,8 +87,14 @@ def greedy_search(
     max_length: int,
     alpha: float = 0.0,
 ) -> list[list[Hypothesis]]:
-    """Pick the most likely token at each step; a sentence leaves the batch at its EOS."""
+    """Pick the most likely token at each step until each sentence's EOS.
+
+    A finished sentence's row stays in the batch (its tokens are ignored) until finished
+    rows make up COMPACT_SHARE of it; then one `select` drops them all. Dropping each row as
+    it finishes cost a cache copy per finish, dearer than carrying a few idle rows a few steps.
+    """
     alive = torch.arange(batch_size)  # original sentence of each row
+    live = torch.ones(batch_size, dtype=torch.bool)  # rows whose sentence is not finished
     tokens = torch.full((batch_size,), bos_id, dtype=torch.long)
     history = torch.zeros(batch_size, 0, dtype=torch.long)
     log_prob = torch.zeros(batch_size)
@@ -93,9 +103,7 @@ def greedy_search(
         best, top, state = decoder.step_top_k(state, tokens, 1)
         tokens = top[:, 0]
         log_prob = log_prob + best[:, 0]
-        done = tokens == eos_id
-        if step == max_length - 1:
-            done = torch.ones_like(done)
+        done = live & (tokens == eos_id) if step < max_length - 1 else live
         history = torch.cat([history, tokens[:, None]], dim=1)
         for row in done.nonzero().flatten().tolist():
             seq = history[row].tolist()
@@ -103,13 +111,16 @@ def greedy_search(
                 seq = seq[:-1]
             lp = float(log_prob[row])
             results[int(alive[row])] = [Hypothesis(seq, lp, lp / length_penalty(step + 1, alpha))]
-        keep = (~done).nonzero().flatten()
-        if keep.numel() == 0:
+        live &= ~done
+        kept = int(live.sum())
+        if kept == 0:
             break
-        if keep.numel() < done.numel():
+        if kept <= (1 - COMPACT_SHARE) * len(live):
+            keep = live.nonzero().flatten()
             state = decoder.select(state, keep)
-            alive, tokens, history, log_prob = (
+            alive, live, tokens, history, log_prob = (
                 alive[keep],
+                live[keep],
                 tokens[keep],
                 history[keep],
                 log_prob[keep],

@@ -244,3 +244,35 @@ def test_cli_writes_requested_variants(
     export_main(["--model", str(tiny_model_dir), "--out", str(tmp_path / "out"), "--int8"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fp32", "int8"]
     assert "int8:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("vocab", [8000, 97, 10])
+def test_two_stage_top_k_is_exact(vocab: int, tmp_path: Path) -> None:
+    """The decoder's top-k (chunk maxima, then the best chunks' tokens) equals a full sort of
+    each row: values descending, ties to the lower token id, any k from 0 to V, also when
+    the vocabulary does not divide into chunks (97, padded) or k exceeds the chunk count."""
+    from onnx import TensorProto, helper
+
+    from export.exporter import add_top_k, top_k_chunk
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["scores"], ["log_probs"])],
+        "scores",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", vocab])],
+        [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["batch", vocab])],
+    )
+    path = tmp_path / "top_k.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    add_top_k(path, vocab)
+    session = ort_session(path)
+    rng = np.random.default_rng(vocab)
+    # Few distinct values: many ties, within and across chunks.
+    scores = rng.integers(-6, 0, size=(5, vocab)).astype(np.float32)
+    scores[1] = rng.standard_normal(vocab)
+    chunks = -(-vocab // top_k_chunk(vocab))
+    for k in sorted({0, 1, 2, 8, chunks, chunks + 1, vocab} & set(range(vocab + 1))):
+        values, tokens = session.run(["top_log_probs", "top_tokens"], {"scores": scores, "k": [k]})
+        ids = np.arange(vocab)
+        expected = np.stack([np.lexsort((ids, -row))[:k] for row in scores])
+        np.testing.assert_array_equal(tokens, expected, err_msg=f"k={k}")
+        np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, axis=1))

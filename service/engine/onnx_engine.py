@@ -190,11 +190,14 @@ def load_onnx_engine(
     threads: int | None = None,
     streams: int | None = None,
     artifacts_root: Path | None = None,
+    graphs_dir: Path | None = None,
 ) -> OnnxEngine:
     """An ONNX Runtime engine for a model directory, exporting its graphs if they are missing.
 
     threads: intra-op threads in all (None: ORT's default; on the CPU, one per core);
-    streams: batches decoded at once (None: on the CPU one per thread, on CUDA one).
+    streams: batches decoded at once (None: on the CPU one per thread, on CUDA one);
+    graphs_dir: run the graphs in this directory as they are (an A/B of two exports),
+    instead of the model's cached export.
     """
     model_dir = Path(model_dir)
     if device == "cuda" and not cuda_available():
@@ -209,7 +212,10 @@ def load_onnx_engine(
     if device == "cpu":
         streams, threads = cpu_streams(threads, streams)
     config, meta = read_model_config(model_dir)
-    graphs = ensure_graphs(model_dir, precision, artifacts_root)
+    if graphs_dir is None:
+        graphs = ensure_graphs(model_dir, precision, artifacts_root)
+    else:
+        graphs = GraphSet(Path(graphs_dir), precision)
     return OnnxEngine(
         graphs,
         tokenizer=Tokenizer(model_dir / TOKENIZER_FILE),

@@ -1,0 +1,89 @@
+"""`python -m bench.graphs_ab`: two exports of one model's graphs, A/B in one process.
+
+A graph change (a fused op, another top-k) is judged on the whole search, not on the op
+alone: both graph directories are loaded as engines side by side and translate the same
+sentences in turn, several rounds, so that a slow spell of a shared machine falls on both.
+Prints each side's sentences/s (every round, slowest to fastest), the ratio of the medians
+by wall time and by CPU time, and the share of sentences whose tokens are identical.
+Directories hold encoder.onnx and decoder.onnx of one precision
+(`artifacts/<pair>-<hash>/<precision>/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import median
+
+from model.checkpoint import read_model_config
+from model.data import default_data_dir, read_lines
+from service.engine.onnx_engine import OnnxEngine, load_onnx_engine
+
+SPLIT = "test_2016_flickr"
+
+
+def timed(
+    engine: OnnxEngine, sources: list[list[int]], beam: int, batch: int
+) -> tuple[float, float, list]:
+    """Sentences per second and per CPU second (all threads) over all sources in batches,
+    and each sentence's best tokens."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = []
+    for i in range(0, len(sources), batch):
+        out += [h[0].tokens for h in engine.generate(sources[i : i + batch], beam_size=beam)]
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return len(sources) / wall, len(sources) / cpu, out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path, help="graph directory A (the baseline)")
+    parser.add_argument("b", type=Path, help="graph directory B")
+    parser.add_argument("--model", type=Path, default=Path("models/en-de"))
+    parser.add_argument("--precision", default="fp32", help="the precision both directories hold")
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    _, meta = read_model_config(args.model)
+    texts = read_lines(default_data_dir(), SPLIT, meta["source_lang"])[: args.limit]
+    engines = {
+        side: load_onnx_engine(
+            args.model, precision=args.precision, threads=args.threads, graphs_dir=directory
+        )
+        for side, directory in (("A", args.a), ("B", args.b))
+    }
+    sources = engines["A"].tokenizer.encode(texts)
+    print(f"A: {args.a}\nB: {args.b}")
+    print(
+        "| precision | beam | batch | A sent/s | B sent/s | B / A | B / A per CPU s | identical |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for beam in args.beams:
+        speeds: dict[str, list[float]] = {"A": [], "B": []}
+        per_cpu: dict[str, list[float]] = {"A": [], "B": []}
+        tokens: dict[str, list] = {}
+        for engine in engines.values():
+            engine.generate(sources[: args.batch], beam_size=beam)  # warm
+        for _ in range(args.rounds):
+            for side, engine in engines.items():
+                speed, cpu_speed, tokens[side] = timed(engine, sources, beam, args.batch)
+                speeds[side].append(speed)
+                per_cpu[side].append(cpu_speed)
+        same = sum(a == b for a, b in zip(tokens["A"], tokens["B"], strict=True))
+        a, b = sorted(speeds["A"]), sorted(speeds["B"])
+        print(
+            f"| {args.precision} | {beam} | {args.batch} | {'-'.join(f'{s:.1f}' for s in a)} "
+            f"| {'-'.join(f'{s:.1f}' for s in b)} | {median(b) / median(a):.2f}x "
+            f"| {median(per_cpu['B']) / median(per_cpu['A']):.2f}x "
+            f"| {100 * same / len(sources):.1f}% |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
