@@ -104,3 +104,39 @@ def test_step_top_k_benchmark_compares_both_paths(
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
     assert len(rows) == 4
     assert all(row.endswith("| 100.0% |") for row in rows)
+
+
+def test_graphs_ab_runs_both_directories(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench.graphs_ab loads two graph directories as two engines; one export against a copy
+    of itself gives the same tokens."""
+    import shutil
+
+    from bench.graphs_ab import main
+    from export.artifacts import ensure_graphs
+
+    a = ensure_graphs(tiny_model_dir, "fp32", tmp_path / "artifacts").directory
+    b = shutil.copytree(a, tmp_path / "copy")
+    args = ["--model", str(tiny_model_dir), "--limit", "8", "--batch", "4", "--rounds", "1"]
+    main([str(a), str(b), *args, "--threads", "1"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| fp32")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
+    assert all(row.endswith("| 100.0% |") for row in rows)
+
+
+def test_greedy_compaction_benchmark_keeps_fp32_tokens(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dropping finished rows late changes no fp32 token (rows are independent there), and the
+    benchmark puts the search's setting back."""
+    import model.search
+    from bench.greedy_compaction import main
+
+    before = model.search.COMPACT_SHARE
+    main(["--model", str(tiny_model_dir), "--limit", "12", "--batch", "6", "--rounds", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
+    assert [row.split(" | ")[2] for row in rows] == ["0", "0.25", "0.5"]
+    assert all(row.endswith("| 100.0% |") for row in rows)
+    assert before == model.search.COMPACT_SHARE

@@ -99,6 +99,73 @@ def test_greedy_is_independent_of_batch_mates() -> None:
         assert run(model, [s], beam=0)[0][0].tokens == batched[i][0].tokens
 
 
+class SelectCounting(TorchStepDecoder):
+    """The real decoder, recording the rows of every step and of every select."""
+
+    def __init__(self, model: Transformer) -> None:
+        super().__init__(model)
+        self.step_rows: list[int] = []
+        self.selects: list[tuple[int, int]] = []  # (rows before, rows kept)
+
+    def step_top_k(self, state, tokens, k):  # type: ignore[no-untyped-def]
+        self.step_rows.append(len(tokens))
+        return super().step_top_k(state, tokens, k)
+
+    def select(self, state, index):  # type: ignore[no-untyped-def]
+        self.selects.append((self.step_rows[-1], len(index)))
+        return super().select(state, index)
+
+
+def variable_length_copier(steps: int = 200) -> Transformer:
+    """A tiny model trained to copy sequences of 1-8 tokens: its EOS comes at different
+    steps for different sentences."""
+    torch.manual_seed(0)
+    model = tiny_model(vocab_size=16, d_model=64, n_heads=4, d_ff=128, max_length=16)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        lengths = torch.randint(1, 9, (64,), generator=g)
+        seq = torch.randint(4, 16, (64, 8), generator=g)
+        mask = torch.arange(8)[None, :] < lengths[:, None]
+        seq = seq.masked_fill(~mask, PAD)
+        tgt_in = torch.cat([torch.full((64, 1), BOS), seq], dim=1)
+        tgt_out = torch.cat([seq, torch.full((64, 1), PAD)], dim=1)
+        tgt_out[torch.arange(64), lengths] = EOS
+        logits, _ = model(seq, mask, tgt_in)
+        loss = F.cross_entropy(logits.reshape(-1, 16), tgt_out.reshape(-1), ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_greedy_drops_finished_rows_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finished rows stay in the batch until they are COMPACT_SHARE of it, then leave in one
+    select; the translations are those of dropping every row at its EOS."""
+    import model.search
+
+    copier = variable_length_copier()
+    g = torch.Generator().manual_seed(5)
+    srcs = [torch.randint(4, 16, (n,), generator=g).tolist() for n in range(1, 9) for _ in (0, 1)]
+    outputs = {}
+    decoders = {}
+    for share in (1e-9, model.search.COMPACT_SHARE):
+        monkeypatch.setattr(model.search, "COMPACT_SHARE", share)
+        decoder = decoders[share] = SelectCounting(copier)
+        ids, mask = pad_batch(srcs, PAD)
+        outputs[share] = greedy_search(
+            decoder, decoder.start(ids, mask), len(srcs), bos_id=BOS, eos_id=EOS, max_length=12
+        )
+    eager, lazy = decoders[1e-9], decoders[model.search.COMPACT_SHARE]
+    for a, b in zip(outputs[1e-9], outputs[model.search.COMPACT_SHARE], strict=True):
+        assert a[0].tokens == b[0].tokens
+        assert a[0].score == pytest.approx(b[0].score, abs=1e-5)
+    assert len(eager.selects) > len(lazy.selects) > 0  # sentences finished at several steps
+    for before, kept in lazy.selects:
+        assert before - kept >= model.search.COMPACT_SHARE * before
+
+
 def test_beam_returns_sorted_distinct_alternatives_and_scores_them_right() -> None:
     model = tiny_model()
     srcs = sources(3)
