@@ -24,6 +24,23 @@ from service.engine.onnx_engine import OnnxEngine, load_onnx_engine
 SPLIT = "test_2016_flickr"
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every A/B here takes: the model, its precision, how many sentences in what
+    batches, how many rounds, on how many threads."""
+    parser.add_argument("--model", type=Path, default=Path("models/en-de"))
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def source_texts(args: argparse.Namespace) -> list[str]:
+    """The first --limit source sentences of the test split."""
+    _, meta = read_model_config(args.model)
+    return read_lines(default_data_dir(), SPLIT, meta["source_lang"])[: args.limit]
+
+
 def timed(
     engine: OnnxEngine, sources: list[list[int]], beam: int, batch: int
 ) -> tuple[float, float, list]:
@@ -41,16 +58,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="graph directory A (the baseline)")
     parser.add_argument("b", type=Path, help="graph directory B")
-    parser.add_argument("--model", type=Path, default=Path("models/en-de"))
-    parser.add_argument("--precision", default="fp32", help="the precision both directories hold")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--limit", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    _, meta = read_model_config(args.model)
-    texts = read_lines(default_data_dir(), SPLIT, meta["source_lang"])[: args.limit]
+    texts = source_texts(args)
     engines = {
         side: load_onnx_engine(
             args.model, precision=args.precision, threads=args.threads, graphs_dir=directory

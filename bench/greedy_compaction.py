@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from statistics import median
 
 import model.search
-from bench.graphs_ab import timed
-from model.checkpoint import read_model_config
-from model.data import default_data_dir, read_lines
+from bench.graphs_ab import add_run_arguments, source_texts, timed
 from service.engine.onnx_engine import load_onnx_engine
 
 SPLIT = "test_2016_flickr"
@@ -26,16 +23,10 @@ SPLIT = "test_2016_flickr"
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("models/en-de"))
-    parser.add_argument("--precision", default="fp32")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.25, 0.5])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--limit", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    _, meta = read_model_config(args.model)
-    texts = read_lines(default_data_dir(), SPLIT, meta["source_lang"])[: args.limit]
+    texts = source_texts(args)
     engine = load_onnx_engine(args.model, precision=args.precision, threads=args.threads)
     sources = engine.tokenizer.encode(texts)
     shares = sorted({0.0, *args.shares})
