@@ -90,8 +90,8 @@ def add_top_k(decoder_file: Path, vocab_size: int) -> None:
     largest maxima hold every one of the k best tokens (a token outside them has k larger
     chunk maxima above it), so one TopK runs over the V / C chunk maxima and a second over
     the k * C tokens of those chunks, taken in token order so that ties still go to the
-    lower token id. ORT's CPU TopK over the whole row cost 82 us at 16 rows x 8,000, k = 1,
-    and 430 us at 64 rows, k = 8; the two stages 24-43 and 150-185 us (bench in the README).
+    lower token id. ORT's CPU TopK over whole rows was the slow part (whole translations
+    with both forms: `python -m bench.graphs_ab`, figures in the README).
     """
     model = onnx.load(str(decoder_file))
     graph = model.graph

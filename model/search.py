@@ -103,7 +103,7 @@ def greedy_search(
         best, top, state = decoder.step_top_k(state, tokens, 1)
         tokens = top[:, 0]
         log_prob = log_prob + best[:, 0]
-        done = live & (tokens == eos_id) if step < max_length - 1 else live
+        done = live & (tokens == eos_id) if step < max_length - 1 else live.clone()
         history = torch.cat([history, tokens[:, None]], dim=1)
         for row in done.nonzero().flatten().tolist():
             seq = history[row].tolist()

@@ -121,8 +121,8 @@ class DecoderRuns(ABC):
     """decode and decode_top_k over one decoder run that fetches some outputs to the host."""
 
     # The k fed when the top-k outputs are not wanted. ORT runs every node whatever is
-    # fetched, and its CPU TopK scans a row slowly even for k = 1 (84 us at 16 x 8,000 on
-    # one thread, 8% of an int8 decoder step); k = 0 makes it a no-op (6.6 us).
+    # fetched; k = 0 leaves the graph's top-k only its pass over the chunk maxima (a whole-row
+    # TopK for k = 1 was 84 us at 16 x 8,000 on one thread, 8% of an int8 decoder step).
     idle_k = 0
 
     def decode(
