@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -92,39 +93,39 @@ def greedy_search(
     A finished sentence's row stays in the batch (its tokens are ignored) until finished
     rows make up COMPACT_SHARE of it; then one `select` drops them all. Dropping each row as
     it finishes cost a cache copy per finish, dearer than carrying a few idle rows a few steps.
+
+    The bookkeeping is numpy on a handful of rows: a torch op costs microseconds of dispatch
+    whatever its size, numpy's a fraction of that, and a step runs about ten of them.
     """
-    alive = torch.arange(batch_size)  # original sentence of each row
-    live = torch.ones(batch_size, dtype=torch.bool)  # rows whose sentence is not finished
-    tokens = torch.full((batch_size,), bos_id, dtype=torch.long)
-    history = torch.zeros(batch_size, 0, dtype=torch.long)
-    log_prob = torch.zeros(batch_size)
+    alive = np.arange(batch_size)  # original sentence of each row
+    live = np.ones(batch_size, dtype=bool)  # rows whose sentence is not finished
+    tokens = np.full(batch_size, bos_id, dtype=np.int64)
+    history = np.zeros((batch_size, max_length), dtype=np.int64)  # tokens picked per step
+    log_prob = np.zeros(batch_size, dtype=np.float32)
     results: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     for step in range(max_length):
-        best, top, state = decoder.step_top_k(state, tokens, 1)
-        tokens = top[:, 0]
-        log_prob = log_prob + best[:, 0]
-        done = live & (tokens == eos_id) if step < max_length - 1 else live.clone()
-        history = torch.cat([history, tokens[:, None]], dim=1)
-        for row in done.nonzero().flatten().tolist():
-            seq = history[row].tolist()
-            if seq[-1] == eos_id:
-                seq = seq[:-1]
+        best, top, state = decoder.step_top_k(state, torch.from_numpy(tokens), 1)
+        tokens = top.numpy()[:, 0]
+        log_prob += best.numpy()[:, 0]
+        history[:, step] = tokens
+        done = live & (tokens == eos_id) if step < max_length - 1 else live.copy()
+        if not done.any():
+            continue
+        penalty = length_penalty(step + 1, alpha)
+        for row in np.flatnonzero(done).tolist():
+            # the sentence's tokens without its EOS (the last step may end without one)
+            seq = history[row, : step if tokens[row] == eos_id else step + 1].tolist()
             lp = float(log_prob[row])
-            results[int(alive[row])] = [Hypothesis(seq, lp, lp / length_penalty(step + 1, alpha))]
+            results[int(alive[row])] = [Hypothesis(seq, lp, lp / penalty)]
         live &= ~done
-        kept = int(live.sum())
+        kept = int(np.count_nonzero(live))
         if kept == 0:
             break
         if kept <= (1 - COMPACT_SHARE) * len(live):
-            keep = live.nonzero().flatten()
-            state = decoder.select(state, keep)
-            alive, live, tokens, history, log_prob = (
-                alive[keep],
-                live[keep],
-                tokens[keep],
-                history[keep],
-                log_prob[keep],
-            )
+            keep = np.flatnonzero(live)
+            state = decoder.select(state, torch.from_numpy(keep))
+            alive, live, tokens = alive[keep], live[keep], tokens[keep]
+            history, log_prob = history[keep], log_prob[keep]
     return results
 
 
@@ -150,39 +151,43 @@ def beam_search(
     sentences = list(range(batch_size))  # original index of each live sentence
     # The first step has one row per sentence: its K beams would all be the same BOS prefix,
     # so the batch widens to K rows per sentence only when the first step picks K tokens.
-    scores = torch.zeros(batch_size, 1)  # (n, beams per sentence)
-    tokens = torch.full((batch_size,), bos_id, dtype=torch.long)
-    history = torch.zeros(batch_size, 0, dtype=torch.long)
+    scores = np.zeros((batch_size, 1), dtype=np.float32)  # (n, beams per sentence)
+    tokens = np.full(batch_size, bos_id, dtype=np.int64)
+    history = np.zeros((batch_size, max_length), dtype=np.int64)  # each row's prefix
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
 
     for step in range(max_length):
         # The best 2K extensions of a sentence are among the best 2K of each of its beams,
         # so each row's best 2K is all the step returns, not the whole (n * beams, V).
-        row_scores, row_tokens, state = decoder.step_top_k(state, tokens, 2 * k)
+        row_scores, row_tokens, state = decoder.step_top_k(state, torch.from_numpy(tokens), 2 * k)
         n, beams = scores.shape
-        candidates = (scores.reshape(-1, 1) + row_scores).reshape(n, beams * 2 * k)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (n, 2K)
+        candidates = (scores.reshape(-1, 1) + row_scores.numpy()).reshape(n, beams * 2 * k)
+        # the 2K best per sentence, best first, ties to the earlier candidate
+        top_index = np.argsort(-candidates, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K)
+        top_scores = np.take_along_axis(candidates, top_index, axis=1)
         top_beam = top_index // (2 * k)
-        top_token = row_tokens.reshape(n, beams * 2 * k).gather(1, top_index)
+        top_token = np.take_along_axis(row_tokens.numpy().reshape(n, -1), top_index, axis=1)
         penalty = length_penalty(step + 1, alpha)
         is_eos = top_token == eos_id
 
-        for i, r in (is_eos[:, :k] & (top_scores[:, :k] > float("-inf"))).nonzero().tolist():
+        ended = is_eos[:, :k] & (top_scores[:, :k] > -np.inf)
+        for i, r in zip(*np.nonzero(ended), strict=True):
             row = i * beams + int(top_beam[i, r])
             raw = float(top_scores[i, r])
-            finished[sentences[i]].append(Hypothesis(history[row].tolist(), raw, raw / penalty))
+            hyp = Hypothesis(history[row, :step].tolist(), raw, raw / penalty)
+            finished[sentences[i]].append(hyp)
 
         # The K best candidates that do not end the sentence continue as the next beams.
-        pick = torch.argsort(is_eos.to(torch.int8), dim=1, stable=True)[:, :k]
-        next_scores = top_scores.gather(1, pick)
-        next_beam = top_beam.gather(1, pick)
-        next_token = top_token.gather(1, pick)
-        rows = torch.arange(n)[:, None] * beams + next_beam  # (n, K)
+        pick = np.argsort(is_eos, axis=1, kind="stable")[:, :k]
+        next_scores = np.take_along_axis(top_scores, pick, axis=1)
+        next_beam = np.take_along_axis(top_beam, pick, axis=1)
+        next_token = np.take_along_axis(top_token, pick, axis=1)
+        rows = np.arange(n)[:, None] * beams + next_beam  # (n, K)
 
         if step == max_length - 1:
             for i in range(n):
                 for b in range(k):
-                    seq = history[rows[i, b]].tolist() + [int(next_token[i, b])]
+                    seq = history[rows[i, b], :step].tolist() + [int(next_token[i, b])]
                     raw = float(next_scores[i, b])
                     finished[sentences[i]].append(Hypothesis(seq, raw, raw / penalty))
             break
@@ -191,12 +196,11 @@ def beam_search(
         keep = [i for i in range(n) if not _sentence_done(finished[sentences[i]], k, best_live[i])]
         if not keep:
             break
-        kept = torch.tensor(keep)
-        rows = rows[kept].reshape(-1)
-        state = decoder.select(state, rows)
-        history = torch.cat([history[rows], next_token[kept].reshape(-1, 1)], dim=1)
-        tokens = next_token[kept].reshape(-1)
-        scores = next_scores[kept]
+        rows = rows[keep].reshape(-1)
+        state = decoder.select(state, torch.from_numpy(rows))
+        history = history[rows]
+        history[:, step] = tokens = next_token[keep].reshape(-1)
+        scores = next_scores[keep]
         sentences = [sentences[i] for i in keep]
 
     return [sorted(f, key=lambda h: h.score, reverse=True)[:n_best] for f in finished]
