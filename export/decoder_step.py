@@ -7,6 +7,8 @@ Same weights, same operations, arranged for a graph that runs once per generated
   concatenated at export) split at constant offsets;
 - with a single query, (B, 1, H, Dh) -> (B, H, 1, Dh) is a reshape, not a transpose, and
   the one query may see every key, so self-attention needs no mask;
+- reshapes take -1 for the batch, and the source count is read once per step: a size
+  read from a tensor is a Shape -> Gather -> Unsqueeze -> Concat chain ORT runs every step;
 - softmax is ONNX Softmax (ORT computes it stably, as the model's hand-written one does);
 - the source mask is broadcast once per step, not once per layer;
 - only the new position's log-softmax is computed, inside the graph;
@@ -30,16 +32,16 @@ from torch import Tensor, nn
 
 from export.graphs import decoder_layers
 from model.feed_forward import PositionwiseFeedForward, feed_forward
-from model.transformer import DecoderLayer, Transformer
+from model.transformer import MultiHeadAttention, Transformer
 
 
 def linear(x: Tensor, layer: nn.Linear) -> Tensor:
     return x @ layer.weight.t() + layer.bias
 
 
-def fused_qkv(layer: DecoderLayer) -> nn.Linear:
-    """One projection to [q; k; v] from the self-attention's q_proj and kv_proj."""
-    q_proj, kv_proj = layer.self_attn.q_proj, layer.self_attn.kv_proj
+def fused_qkv(attn: MultiHeadAttention) -> nn.Linear:
+    """One projection to [q; k; v] from a self-attention's q_proj and kv_proj."""
+    q_proj, kv_proj = attn.q_proj, attn.kv_proj
     fused = nn.Linear(q_proj.in_features, q_proj.out_features + kv_proj.out_features)
     with torch.no_grad():
         fused.weight.copy_(torch.cat([q_proj.weight, kv_proj.weight]))
@@ -58,7 +60,7 @@ class DecoderStepGraph(nn.Module):
         super().__init__()
         self.model = model
         self.layers = decoder_layers(model)
-        self.qkv = nn.ModuleList([fused_qkv(layer) for layer in self.layers])
+        self.qkv = nn.ModuleList([fused_qkv(layer.self_attn) for layer in self.layers])
 
     def forward(self, tokens: Tensor, src_mask: Tensor, *cache: Tensor) -> tuple[Tensor, ...]:
         model, config = self.model, self.model.config
@@ -66,8 +68,9 @@ class DecoderStepGraph(nn.Module):
         past_k, past_v = cache[:n], cache[n : 2 * n]
         cross_k, cross_v = cache[2 * n : 3 * n], cache[3 * n :]
         offset = past_k[0].size(2)  # positions decoded so far: the new token's position
-        x = model.positional(model.target_embed(tokens), offset)[:, 0]  # (B, D)
-        b = x.size(0)
+        # the new token's embedding and position (dropout is off): as model.positional
+        x = model.target_embed(tokens[:, 0]) + model.positional.table[offset]  # (B, D)
+        sources = src_mask.size(0)
         cross_mask = src_mask[:, None, None, :]  # (N, 1, 1, S)
         fill = torch.finfo(x.dtype).min  # as the model: a fully masked row stays uniform
         present_k, present_v = [], []
@@ -77,20 +80,20 @@ class DecoderStepGraph(nn.Module):
             # masked self-attention over the past and the new position
             sub = layer.self_sublayer
             q, k, v = linear(sub.sublayer_input(x), qkv).split(d, dim=-1)  # (B, D) each
-            q, k, v = (t.reshape(b, h, 1, dh) for t in (q, k, v))  # (B, H, 1, Dh)
+            q, k, v = (t.reshape(-1, h, 1, dh) for t in (q, k, v))  # (B, H, 1, Dh)
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (B, H, T + 1, Dh)
             weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1)
-            attended = (weights @ v).reshape(b, d)
+            attended = (weights @ v).reshape(-1, d)
             x = sub.residual(x, linear(attended, layer.self_attn.out_proj))
             present_k.append(k)
             present_v.append(v)
             # cross-attention: the g rows of a source (its beams) query its keys together
             sub, attn = layer.cross_sublayer, layer.cross_attn
             q = linear(sub.sublayer_input(x), attn.q_proj)  # (B, D), B = sources * g
-            q = q.reshape(ck.size(0), -1, h, dh).transpose(1, 2)  # (sources, H, g, Dh)
+            q = q.reshape(sources, -1, h, dh).transpose(1, 2)  # (sources, H, g, Dh)
             scores = (q @ ck.transpose(-2, -1) / math.sqrt(dh)).masked_fill(~cross_mask, fill)
             attended = torch.softmax(scores, dim=-1) @ cv  # (sources, H, g, Dh)
-            attended = attended.transpose(1, 2).reshape(b, d)
+            attended = attended.transpose(1, 2).reshape(-1, d)
             x = sub.residual(x, linear(attended, attn.out_proj))
             # position-wise feed-forward (a MoE block exports its dense-equivalent mixture)
             sub, ffn = layer.ffn_sublayer, layer.ffn

@@ -19,12 +19,12 @@ import torch
 from onnx import TensorProto, helper
 
 from export.decoder_step import DecoderStepGraph
+from export.encoder_graph import EncoderGraph
 from export.graphs import (
     DECODER_FILE,
     ENCODER_FILE,
     OPSET,
     TOP_K_OUTPUTS,
-    EncoderGraph,
     GraphNames,
     dynamic_axes,
     example_inputs,

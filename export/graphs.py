@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from model.config import ModelConfig
 from model.transformer import DecoderLayer, Transformer
@@ -88,19 +88,6 @@ class GraphNames:
 def decoder_layers(model: Transformer) -> list[DecoderLayer]:
     """The decoder stack with its layer type (nn.ModuleList items are typed as plain Modules)."""
     return [layer for layer in model.decoder_layers if isinstance(layer, DecoderLayer)]
-
-
-class EncoderGraph(nn.Module):
-    """(src_ids (N, S), src_mask (N, S)) -> cross keys of each layer, then cross values."""
-
-    def __init__(self, model: Transformer) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, ...]:
-        memory = self.model.encode(src_ids, src_mask)  # (N, S, D)
-        kv = [layer.cross_attn.project_kv(memory) for layer in decoder_layers(self.model)]
-        return (*(k for k, _ in kv), *(v for _, v in kv))
 
 
 def example_inputs(

@@ -17,9 +17,10 @@ def quantize_int8(fp32_dir: Path, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (ENCODER_FILE, DECODER_FILE):
         # Shape inference and constant folding first, as the quantizer asks: it can then
-        # see every weight MatMul with its shapes.
+        # see every weight MatMul with its shapes. auto_merge: a reshape to -1 rows makes a
+        # new symbolic size, which the inference may then equate with the batch.
         prepared = out_dir / f"prepared-{name}"
-        quant_pre_process(fp32_dir / name, prepared)
+        quant_pre_process(fp32_dir / name, prepared, auto_merge=True)
         quantize_dynamic(
             prepared,
             out_dir / name,

@@ -276,7 +276,9 @@ class Transformer(nn.Module):
             aux = aux + layer_aux
         if self.config.norm_first:
             x = self.encoder_norm(x)
-        return x, aux
+        # Zero at padding: every reader masks those positions, but a source with no tokens
+        # at all attends evenly over them, and it should not depend on what they held.
+        return x.masked_fill(~src_mask[..., None], 0.0), aux
 
     def cross_attention_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """Cross-attention keys and values of every decoder layer, each (L, B, H, S, Dh)."""

@@ -140,6 +140,42 @@ def test_graphs_match_torch_on_dynamic_shapes(
         np.testing.assert_allclose(past[n + layer], cache.self_v[layer].numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_encoder_packs_real_tokens_and_zeroes_padding(
+    tiny_graphs: dict[str, GraphSet], tiny_loaded: LoadedModel, precision: str
+) -> None:
+    """Padded batches, a source with no tokens among others, and one alone (no real token
+    in the whole batch): the encoder graph gives the model's cross keys/values."""
+    model, config = tiny_loaded.model, tiny_loaded.config
+    encoder = ort_session(tiny_graphs[precision].encoder)
+    torch.manual_seed(0)
+    batches = [
+        [torch.randint(4, config.vocab_size, (n,)).tolist() for n in (9, 3, 0, 6)],
+        [[]],
+    ]
+    for seqs in batches:
+        src_ids, src_mask = pad_batch(seqs, config.pad_id)
+        with torch.inference_mode():
+            k, v = model.cross_attention_kv(model.encode(src_ids, src_mask))
+        got = encoder.run(None, {"src_ids": src_ids.numpy(), "src_mask": src_mask.numpy()})
+        tolerance = 1e-5 if precision == "fp32" else 0.2
+        for have, want in zip(got, [*k, *v], strict=True):
+            np.testing.assert_allclose(have, want.numpy(), atol=tolerance)
+
+
+def test_encoder_output_does_not_depend_on_padding(tiny_loaded: LoadedModel) -> None:
+    """The model's own encoder: zero at padded positions, the same real positions however
+    much padding the batch adds (so an empty source translates the same in any batch)."""
+    model, config = tiny_loaded.model, tiny_loaded.config
+    seq = torch.randint(4, config.vocab_size, (5,)).tolist()
+    with torch.inference_mode():
+        alone = model.encode(*pad_batch([seq], config.pad_id))
+        ids, mask = pad_batch([seq, [], [7] * 11], config.pad_id)
+        padded = model.encode(ids, mask)
+    torch.testing.assert_close(padded[0, :5], alone[0], atol=1e-5, rtol=0)
+    assert not padded[~mask].any()
+
+
 def test_greedy_tokens_identical_to_torch(
     tiny_graphs: dict[str, GraphSet], tiny_loaded: LoadedModel, sources: list[list[int]]
 ) -> None:
