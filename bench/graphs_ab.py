@@ -54,6 +54,32 @@ def timed(
     return len(sources) / wall, len(sources) / cpu, out
 
 
+def print_header() -> None:
+    print(
+        "| precision | beam | batch | A sent/s | B sent/s | B / A | B / A per CPU s | identical |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def print_row(
+    args: argparse.Namespace,
+    beam: int,
+    speeds: dict[str, list[float]],
+    per_cpu: dict[str, list[float]],
+    tokens: dict[str, list],
+) -> None:
+    """One table row: each side's rounds, the median ratios, the identical share."""
+    same = sum(a == b for a, b in zip(tokens["A"], tokens["B"], strict=True))
+    a, b = sorted(speeds["A"]), sorted(speeds["B"])
+    print(
+        f"| {args.precision} | {beam} | {args.batch} | {'-'.join(f'{s:.1f}' for s in a)} "
+        f"| {'-'.join(f'{s:.1f}' for s in b)} | {median(b) / median(a):.2f}x "
+        f"| {median(per_cpu['B']) / median(per_cpu['A']):.2f}x "
+        f"| {100 * same / len(tokens['A']):.1f}% |",
+        flush=True,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="graph directory A (the baseline)")
@@ -70,10 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     sources = engines["A"].tokenizer.encode(texts)
     print(f"A: {args.a}\nB: {args.b}")
-    print(
-        "| precision | beam | batch | A sent/s | B sent/s | B / A | B / A per CPU s | identical |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print_header()
     for beam in args.beams:
         speeds: dict[str, list[float]] = {"A": [], "B": []}
         per_cpu: dict[str, list[float]] = {"A": [], "B": []}
@@ -85,15 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 speed, cpu_speed, tokens[side] = timed(engine, sources, beam, args.batch)
                 speeds[side].append(speed)
                 per_cpu[side].append(cpu_speed)
-        same = sum(a == b for a, b in zip(tokens["A"], tokens["B"], strict=True))
-        a, b = sorted(speeds["A"]), sorted(speeds["B"])
-        print(
-            f"| {args.precision} | {beam} | {args.batch} | {'-'.join(f'{s:.1f}' for s in a)} "
-            f"| {'-'.join(f'{s:.1f}' for s in b)} | {median(b) / median(a):.2f}x "
-            f"| {median(per_cpu['B']) / median(per_cpu['A']):.2f}x "
-            f"| {100 * same / len(sources):.1f}% |",
-            flush=True,
-        )
+        print_row(args, beam, speeds, per_cpu, tokens)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,20 @@ def test_greedy_compaction_benchmark_keeps_fp32_tokens(
     assert [row.split(" | ")[2] for row in rows] == ["0", "0.25", "0.5"]
     assert all(row.endswith("| 100.0% |") for row in rows)
     assert before == model.search.COMPACT_SHARE
+
+
+def test_search_ab_loads_a_revisions_search(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench.search_ab runs model/search.py of a git revision beside the checked-out one, and
+    puts the engine's search back."""
+    import service.engine.base
+    from bench.search_ab import main, search_at
+
+    before = service.engine.base.search
+    assert search_at("HEAD").search is not before  # a module of its own
+    main(["--against", "HEAD", "--model", str(tiny_model_dir), "--limit", "8", "--batch", "4"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
+    assert all(row.endswith("| 100.0% |") for row in rows)
+    assert service.engine.base.search is before
