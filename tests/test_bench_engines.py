@@ -157,3 +157,18 @@ def test_search_ab_loads_a_revisions_search(
     assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
     assert all(row.endswith("| 100.0% |") for row in rows)
     assert service.engine.base.search is before
+
+
+def test_time_split_accounts_for_the_whole_run(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench.time_split: per round, the graphs' shares and the search's add up to the whole."""
+    from bench.time_split import main
+
+    main(["--model", str(tiny_model_dir), "--limit", "8", "--batch", "4", "--rounds", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line[:4] in ("| 1 ", "| 4 ")]
+    assert len(rows) == 2
+    for row in rows:
+        shares = [float(cell.rstrip("%")) for cell in row.strip("| ").split(" | ")[4:]]
+        assert shares[1] > 0  # the decoder ran
+        assert sum(shares) == pytest.approx(100, abs=2)  # rounding of four shares
