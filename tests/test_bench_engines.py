@@ -172,3 +172,18 @@ def test_time_split_accounts_for_the_whole_run(
         shares = [float(cell.rstrip("%")) for cell in row.strip("| ").split(" | ")[4:]]
         assert shares[1] > 0  # the decoder ran
         assert sum(shares) == pytest.approx(100, abs=2)  # rounding of four shares
+
+
+def test_decoder_profile_sums_kernel_time_by_op(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench.decoder_profile: every op type of the int8 decoder once, shares adding to 100%."""
+    from bench.decoder_profile import main
+
+    main(["--model", str(tiny_model_dir), "--rows", "6", "--group", "2", "--runs", "3"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    ops = [row.split(" | ")[0].lstrip("| ") for row in rows]
+    assert any("Integer" in op or "Quantize" in op for op in ops), ops  # int8 products
+    assert len(ops) == len(set(ops))
+    shares = [float(row.split(" | ")[2].rstrip("%")) for row in rows]
+    assert sum(shares) == pytest.approx(100, abs=0.1 * len(rows))
