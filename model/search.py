@@ -161,12 +161,13 @@ def beam_search(
         # so each row's best 2K is all the step returns, not the whole (n * beams, V).
         row_scores, row_tokens, state = decoder.step_top_k(state, torch.from_numpy(tokens), 2 * k)
         n, beams = scores.shape
+        sentence = np.arange(n)[:, None]  # row index for picking per sentence
         candidates = (scores.reshape(-1, 1) + row_scores.numpy()).reshape(n, beams * 2 * k)
         # the 2K best per sentence, best first, ties to the earlier candidate
         top_index = np.argsort(-candidates, axis=1, kind="stable")[:, : 2 * k]  # (n, 2K)
-        top_scores = np.take_along_axis(candidates, top_index, axis=1)
+        top_scores = candidates[sentence, top_index]
         top_beam = top_index // (2 * k)
-        top_token = np.take_along_axis(row_tokens.numpy().reshape(n, -1), top_index, axis=1)
+        top_token = row_tokens.numpy().reshape(n, -1)[sentence, top_index]
         penalty = length_penalty(step + 1, alpha)
         is_eos = top_token == eos_id
 
@@ -179,10 +180,10 @@ def beam_search(
 
         # The K best candidates that do not end the sentence continue as the next beams.
         pick = np.argsort(is_eos, axis=1, kind="stable")[:, :k]
-        next_scores = np.take_along_axis(top_scores, pick, axis=1)
-        next_beam = np.take_along_axis(top_beam, pick, axis=1)
-        next_token = np.take_along_axis(top_token, pick, axis=1)
-        rows = np.arange(n)[:, None] * beams + next_beam  # (n, K)
+        next_scores = top_scores[sentence, pick]
+        next_beam = top_beam[sentence, pick]
+        next_token = top_token[sentence, pick]
+        rows = sentence * beams + next_beam  # (n, K)
 
         if step == max_length - 1:
             for i in range(n):
