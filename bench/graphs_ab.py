@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import median
 
@@ -80,6 +80,31 @@ def print_row(
     )
 
 
+def compare(
+    args: argparse.Namespace,
+    sources: list[list[int]],
+    engines: dict[str, OnnxEngine],
+    enter: Callable[[str], None] = lambda side: None,
+) -> None:
+    """The table: per beam, each side warmed, then the sides timed in turn for --rounds
+    rounds; `enter(side)` runs before each side translates (to switch what it runs)."""
+    print_header()
+    for beam in args.beams:
+        speeds: dict[str, list[float]] = {side: [] for side in engines}
+        per_cpu: dict[str, list[float]] = {side: [] for side in engines}
+        tokens: dict[str, list] = {}
+        for side, engine in engines.items():
+            enter(side)
+            engine.generate(sources[: args.batch], beam_size=beam)  # warm
+        for _ in range(args.rounds):
+            for side, engine in engines.items():
+                enter(side)
+                speed, cpu_speed, tokens[side] = timed(engine, sources, beam, args.batch)
+                speeds[side].append(speed)
+                per_cpu[side].append(cpu_speed)
+        print_row(args, beam, speeds, per_cpu, tokens)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="graph directory A (the baseline)")
@@ -96,19 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     sources = engines["A"].tokenizer.encode(texts)
     print(f"A: {args.a}\nB: {args.b}")
-    print_header()
-    for beam in args.beams:
-        speeds: dict[str, list[float]] = {"A": [], "B": []}
-        per_cpu: dict[str, list[float]] = {"A": [], "B": []}
-        tokens: dict[str, list] = {}
-        for engine in engines.values():
-            engine.generate(sources[: args.batch], beam_size=beam)  # warm
-        for _ in range(args.rounds):
-            for side, engine in engines.items():
-                speed, cpu_speed, tokens[side] = timed(engine, sources, beam, args.batch)
-                speeds[side].append(speed)
-                per_cpu[side].append(cpu_speed)
-        print_row(args, beam, speeds, per_cpu, tokens)
+    compare(args, sources, engines)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import service.engine.base as engine_base
-from bench.graphs_ab import add_run_arguments, print_header, print_row, source_texts, timed
+from bench.graphs_ab import add_run_arguments, compare, source_texts
 from service.engine.onnx_engine import load_onnx_engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,22 +50,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     sources = engine.tokenizer.encode(texts)
     searches = {"A": search_at(args.against).search, "B": engine_base.search}
     print(f"A: model/search.py at {args.against}\nB: model/search.py as checked out")
-    print_header()
+
+    def use(side: str) -> None:
+        engine_base.search = searches[side]  # what Engine._search calls
+
     try:
-        for beam in args.beams:
-            speeds: dict[str, list[float]] = {"A": [], "B": []}
-            per_cpu: dict[str, list[float]] = {"A": [], "B": []}
-            tokens: dict[str, list] = {}
-            for search in searches.values():
-                engine_base.search = search  # what Engine._search calls
-                engine.generate(sources[: args.batch], beam_size=beam)  # warm
-            for _ in range(args.rounds):
-                for side, search in searches.items():
-                    engine_base.search = search
-                    speed, cpu_speed, tokens[side] = timed(engine, sources, beam, args.batch)
-                    speeds[side].append(speed)
-                    per_cpu[side].append(cpu_speed)
-            print_row(args, beam, speeds, per_cpu, tokens)
+        compare(args, sources, {"A": engine, "B": engine}, enter=use)
     finally:
         engine_base.search = searches["B"]
 

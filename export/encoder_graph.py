@@ -15,6 +15,8 @@ whatever else its batch holds.
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from export.decoder_step import fused_qkv, linear
@@ -36,8 +38,7 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.model = model
         self.layers = [layer for layer in model.encoder_layers if isinstance(layer, EncoderLayer)]
-        self.qkv = [fused_qkv(layer.self_attn) for layer in self.layers]
-        self.fused = nn.ModuleList(self.qkv)  # registered: they follow the module's mode
+        self.qkv = nn.ModuleList([fused_qkv(layer.self_attn) for layer in self.layers])
 
     def forward(self, src_ids: Tensor, src_mask: Tensor) -> tuple[Tensor, ...]:
         model, config = self.model, self.model.config
@@ -48,7 +49,8 @@ class EncoderGraph(nn.Module):
         mask = src_mask[:, None, None, :]  # (N, 1, 1, S)
         for layer, qkv in zip(self.layers, self.qkv, strict=True):
             sub = layer.attn_sublayer
-            projected = scatter_rows(linear(sub.sublayer_input(x), qkv), real, n * s)
+            fused = cast(nn.Linear, qkv)  # ModuleList items are typed as plain Modules
+            projected = scatter_rows(linear(sub.sublayer_input(x), fused), real, n * s)
             q, k, v = (
                 t.reshape(n, s, h, dh).transpose(1, 2) for t in projected.split(d, dim=-1)
             )  # (N, H, S, Dh) each
