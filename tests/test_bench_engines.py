@@ -159,6 +159,26 @@ def test_search_ab_loads_a_revisions_search(
     assert service.engine.base.search is before
 
 
+def test_stream_split_keeps_fp32_tokens_and_puts_the_split_back(
+    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench.stream_split: dealt and balanced shares give the same fp32 tokens (rows are
+    independent there), and the engine's split and its overhead are put back."""
+    import service.engine.base as engine_base
+    from bench.stream_split import dealt, main
+
+    before = engine_base.stream_shares, engine_base.SHARE_STEP_OVERHEAD
+    assert dealt([5, 1, 9, 3], 2) == [[1, 0], [3, 2]]
+    args = ["--model", str(tiny_model_dir), "--limit", "12", "--batch", "6", "--rounds", "1"]
+    main([*args, "--threads", "2", "--overhead", "8"])
+    out = capsys.readouterr().out
+    assert out.startswith("2 streams")
+    rows = [line for line in out.splitlines() if line.startswith("| fp32")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
+    assert all(row.endswith("| 100.0% |") for row in rows)
+    assert (engine_base.stream_shares, engine_base.SHARE_STEP_OVERHEAD) == before
+
+
 def test_time_split_accounts_for_the_whole_run(
     tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import torch
 from model.checkpoint import model_hash
 from model.data import read_lines
 from model.search import beam_search
-from service.engine.base import Engine, Translation, stream_shares
+from service.engine.base import Engine, Translation, share_cost, stream_shares
 from service.engine.loader import load_engine
 from service.engine.onnx_engine import OnnxEngine, load_onnx_engine
 from service.engine.ort_session import cuda_available
@@ -224,11 +226,36 @@ def test_stream_shares_split_a_batch_into_balanced_shares() -> None:
     lengths = [5, 1, 9, 3, 7, 2, 8]
     shares = stream_shares(lengths, 3)
     assert sorted(i for share in shares for i in share) == list(range(len(lengths)))
-    assert [len(s) for s in shares] == [3, 2, 2]
-    # dealt in turn by length: every share holds one of the three shortest
-    assert all(min(lengths[i] for i in share) <= 3 for share in shares)
-    assert stream_shares(lengths, 1) == [list(range(7))]
+    # contiguous runs of the length order: each share's sentences are all shorter than the next's
+    runs = [[lengths[i] for i in share] for share in shares]
+    assert all(max(a) <= min(b) for a, b in itertools.pairwise(runs))
+    # equal lengths split into equal shares; shorter sentences go in larger shares
+    assert [len(s) for s in stream_shares([6] * 8, 2)] == [4, 4]
+    short, long = stream_shares(list(range(1, 33)), 2)
+    assert len(short) > len(long) and min(long) > max(short)
+    assert sorted(stream_shares(lengths, 1)[0]) == list(range(7))
     assert stream_shares([4, 2], 8) == [[1], [0]]
+
+
+@pytest.mark.parametrize("streams", [2, 3])
+def test_stream_shares_minimize_the_largest_share_cost(streams: int) -> None:
+    """Against every way of cutting the length order into at most `streams` runs."""
+    rng = random.Random(streams)
+    for _ in range(50):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(2, 12))]
+        ordered = sorted(lengths)
+
+        def largest(runs: list[list[int]]) -> int:
+            return max(share_cost(max(run), len(run)) for run in runs)
+
+        best = min(
+            largest([ordered[a:b] for a, b in itertools.pairwise([0, *cuts, len(ordered)])])
+            for count in range(streams)
+            for cuts in itertools.combinations(range(1, len(ordered)), count)
+        )
+        shares = stream_shares(lengths, streams)
+        assert len(shares) <= streams
+        assert largest([[lengths[i] for i in share] for share in shares]) == best
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
