@@ -176,6 +176,8 @@ def test_stream_split_keeps_fp32_tokens_and_puts_the_split_back(
     rows = [line for line in out.splitlines() if line.startswith("| fp32")]
     assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
     assert all(row.endswith("| 100.0% |") for row in rows)
+    use = [int(cell.split()[1].rstrip("%")) for cell in out.split("stream use: ")[1].split(", ")]
+    assert all(0 < u <= 100 for u in use), use
     assert (engine_base.stream_shares, engine_base.SHARE_STEP_OVERHEAD) == before
 
 
