@@ -56,7 +56,7 @@ class StreamUse:
 
         return run
 
-    def share(self, side: str, streams: int) -> float:
+    def fraction(self, side: str, streams: int) -> float:
         return sum(self.busy[side]) / (streams * sum(self.wall[side]))
 
 
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         engine_base.stream_shares = splits["B"]
         engine_base.SHARE_STEP_OVERHEAD = overheads["A"]
-    use_a, use_b = (clock.share(side, engine.streams) for side in "AB")
+    use_a, use_b = (clock.fraction(side, engine.streams) for side in "AB")
     print(f"stream use: A {100 * use_a:.0f}%, B {100 * use_b:.0f}%")
 
 

@@ -59,8 +59,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 # A share's decoding time in row-steps: about as many steps as its longest source has tokens
 # (plus SHARE_STEP_SLACK), each costing its sentences plus SHARE_STEP_OVERHEAD sentences' worth
-# of fixed work (graph runs, the search's bookkeeping). Overhead 4 measured best of 2, 4, 8 and 16
-# for int8 greedy and beam 4 at batch 32 on 2 streams (`python -m bench.stream_split`).
+# of fixed work (graph runs, the search's bookkeeping). Overhead 4 came out best of 2, 4, 8 and
+# 16 for int8 greedy and beam 4 at batch 32 on 2 streams (`python -m bench.stream_split
+# --overhead N` runs that comparison).
 SHARE_STEP_OVERHEAD = 4
 SHARE_STEP_SLACK = 2
 
@@ -94,7 +95,7 @@ def stream_shares(lengths: Sequence[int], streams: int) -> list[list[int]]:
         shares.append(order[start:])
         return shares
 
-    low = max(share_cost(n, 1) for n in ordered)  # every sentence fits alone
+    low = share_cost(ordered[-1], 1)  # every sentence fits alone
     high = share_cost(ordered[-1], len(order))  # one share fits all
     while low < high:
         middle = (low + high) // 2
