@@ -48,6 +48,16 @@ class Batch:
     tgt_in: Tensor  # (B, T) BOS + target
     tgt_out: Tensor  # (B, T) target + EOS, padded with pad_id
 
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        return Batch(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.src, self.src_mask, self.tgt_in, self.tgt_out)
+            )
+        )
+
     @property
     def n_target_tokens(self) -> int:
         return int((self.tgt_out != 0).sum())

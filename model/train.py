@@ -9,6 +9,7 @@ killed run started again with the same command continues the same schedule.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
@@ -143,9 +144,15 @@ class Trainer:
     """Owns the run directory: tokenizer, data, model, optimiser, checkpoints and logs."""
 
     def __init__(
-        self, run: RunConfig, run_dir: Path, data_dir: Path, init_from: Path | None = None
+        self,
+        run: RunConfig,
+        run_dir: Path,
+        data_dir: Path,
+        init_from: Path | None = None,
+        device: str = "cpu",
     ) -> None:
         self.run = run
+        self.device = torch.device(device)
         self.cfg = run.train
         self.dir = run_dir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +189,7 @@ class Trainer:
 
         torch.manual_seed(self.cfg.seed)
         random.seed(self.cfg.seed)
-        self.model: Transformer = build_model(mc)
+        self.model: Transformer = build_model(mc).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=self.cfg.lr,
@@ -202,7 +209,7 @@ class Trainer:
         self._session_start = time.monotonic()
         # Without native bf16 instructions autocast emulates them: 2.5-3x slower per update
         # on an AVX512 Xeon lacking AVX512-BF16, so the config's bf16 is a request.
-        self.bf16 = self.cfg.bf16 and cpu_has_bf16()
+        self.bf16 = self.cfg.bf16 and (self.device.type == "cuda" or cpu_has_bf16())
         if self.cfg.bf16 and not self.bf16:
             log.warning("bf16 requested but this CPU has no AVX512-BF16/AMX: training in fp32")
 
@@ -253,11 +260,11 @@ class Trainer:
         path = self.dir / "last.pt"
         if not path.exists():
             return False
-        ckpt = torch.load(path, weights_only=False)
+        ckpt = torch.load(path, weights_only=False, map_location=self.device)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = ckpt["state"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         random.setstate(ckpt["python_rng"])
         log.info(
             "resumed at epoch %d batch %d step %d",
@@ -297,11 +304,14 @@ class Trainer:
             epoch=0,
         )
         for batch in iterate_batches(self.val_src, self.val_tgt, batches, **self._ids()):
+            batch = batch.to(self.device)
             logits, _ = self.model(batch.src, batch.src_mask, batch.tgt_in)
             total += float(loss_fn(logits, batch.tgt_out, 0.0, self.model_config.pad_id))
             tokens += batch.n_target_tokens
+        # The search runs on the CPU (its bookkeeping is numpy): a copy there off an accelerator.
+        searcher = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
         hyps = translate_ids(
-            self.model, self.val_src, beam_size=1, max_length=self.cfg.val_max_length
+            searcher, self.val_src, beam_size=1, max_length=self.cfg.val_max_length
         )
         texts = self.tokenizer.decode([h[0].tokens for h in hyps])
         self.model.train()
@@ -392,7 +402,8 @@ class Trainer:
             lr = inverse_sqrt_lr(self.state["step"], cfg.lr, cfg.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits, aux = self.model(batch.src, batch.src_mask, batch.tgt_in)
         n_tokens = batch.n_target_tokens
         loss = loss_fn(logits.float(), batch.tgt_out, cfg.label_smoothing, self.model_config.pad_id)
@@ -415,16 +426,20 @@ class Trainer:
         log.info(
             "epoch %(epoch)d step %(step)d val_loss %(val_loss).4f val_bleu %(val_bleu).2f", entry
         )
-        save_file(state_dict_for_saving(self.model), str(self.epoch_snapshot(epoch + 1)))
+        save_file(self._weights(), str(self.epoch_snapshot(epoch + 1)))
         best = max(self.state["history"], key=lambda h: h["val_bleu"])
         if best is entry:
-            save_file(state_dict_for_saving(self.model), str(self.dir / "best.safetensors"))
+            save_file(self._weights(), str(self.dir / "best.safetensors"))
         self.state["epoch"] = epoch + 1
         self.state["batch"] = 0
         self.save_last()
         self._drop_old_snapshots()
         (self.dir / "history.json").write_text(json.dumps(self.state["history"], indent=2))
         plot_curves(self.state, self.dir / "curves.png")
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights on the CPU, as shipped."""
+        return {k: v.cpu() for k, v in state_dict_for_saving(self.model).items()}
 
     def _drop_old_snapshots(self) -> None:
         keep = max(self.cfg.average_last, 1)
@@ -543,6 +558,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-finalize", action="store_true")
     parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the config's)"
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda: where the updates run (validation's search runs on the CPU)",
+    )
+    parser.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -552,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     run = RunConfig.load(args.config)
+    if args.threads is not None:
+        run.train.threads = args.threads
     run_dir = args.run_dir or Path("runs") / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
@@ -559,7 +584,13 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.FileHandler(run_dir / "train.log"), logging.StreamHandler(sys.stderr)],
     )
-    trainer = Trainer(run, run_dir, args.data_dir or default_data_dir(), init_from=args.init_from)
+    trainer = Trainer(
+        run,
+        run_dir,
+        args.data_dir or default_data_dir(),
+        init_from=args.init_from,
+        device=args.device,
+    )
 
     def request_stop(signum: int, _frame: Any) -> None:
         log.info("signal %d: saving and stopping after this update", signum)
