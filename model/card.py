@@ -23,7 +23,7 @@ def bleu_table(model_dirs: list[Path]) -> str:
     for model_dir in model_dirs:
         metrics = read_metrics(model_dir)
         beam_key = f"beam{metrics['decoding']['beam']}"
-        for split in TEST_SPLITS:
+        for split in (s for s in TEST_SPLITS if s in metrics["bleu"]):
             r = metrics["bleu"][split]
             g, b = r["greedy"], r[beam_key]
             lines.append(

@@ -39,6 +39,10 @@ class LoadedModel:
     def version(self) -> str:
         return model_hash(self.path)
 
+    @property
+    def pair(self) -> str:
+        return f"{self.source_lang}-{self.target_lang}"
+
 
 def state_dict_for_saving(model: Transformer) -> dict[str, torch.Tensor]:
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}

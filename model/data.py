@@ -24,6 +24,13 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 
+def splits_for(
+    data_dir: Path, *langs: str, splits: tuple[str, ...] = TEST_SPLITS
+) -> tuple[str, ...]:
+    """The splits that have a file for every one of langs (Czech has no 2017 test sets)."""
+    return tuple(s for s in splits if all((Path(data_dir) / f"{s}.{x}.gz").exists() for x in langs))
+
+
 def read_lines(data_dir: Path, split: str, lang: str) -> list[str]:
     path = Path(data_dir) / f"{split}.{lang}.gz"
     if not path.exists():
