@@ -13,19 +13,16 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import platform
 import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sacrebleu
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -36,68 +33,15 @@ from model.checkpoint import (
     save_model_dir,
     state_dict_for_saving,
 )
-from model.config import ModelConfig
+from model.curves import plot_curves
 from model.data import default_data_dir, iterate_batches, read_pairs, token_batches
+from model.objective import continued_lr, inverse_sqrt_lr, loss_fn
 from model.search import translate_ids
 from model.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
+from model.train_config import RunConfig
 from model.transformer import Transformer, build_model
 
 log = logging.getLogger("train")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping settings (the "train" section of a config file)."""
-
-    vocab_size: int = 8000
-    max_tokens: int = 4096
-    lr: float = 1e-3
-    warmup_steps: int = 1000
-    adam_betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    max_epochs: int = 30
-    max_updates: int = 0  # 0: no limit on updates
-    max_source_tokens: int = 128
-    # Use only the first N train / val pairs (0: all); for smoke runs and tests.
-    train_limit: int = 0
-    val_limit: int = 0
-    seed: int = 1
-    threads: int = 0  # 0: torch's default
-    average_last: int = 5
-    checkpoint_minutes: float = 5.0
-    log_every: int = 50
-    val_max_length: int = 100
-    # bfloat16 autocast: about 1.7x faster on CPUs with AVX512-BF16/AMX; weights stay fp32.
-    bf16: bool = False
-    # Re-warmup length when a run starts from trained weights (`--init-from`).
-    rewarm_steps: int = 200
-
-
-@dataclass
-class RunConfig:
-    """A whole training config file."""
-
-    name: str
-    source_lang: str
-    target_lang: str
-    model: ModelConfig
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    @classmethod
-    def load(cls, path: Path) -> RunConfig:
-        raw = json.loads(Path(path).read_text())
-        train = raw.get("train", {})
-        if "adam_betas" in train:
-            train["adam_betas"] = tuple(train["adam_betas"])
-        return cls(
-            name=raw["name"],
-            source_lang=raw["source_lang"],
-            target_lang=raw["target_lang"],
-            model=ModelConfig.from_dict(raw.get("model", {})),
-            train=TrainConfig(**train),
-        )
 
 
 def cpu_has_bf16() -> bool:
@@ -107,33 +51,6 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def inverse_sqrt_lr(step: int, peak: float, warmup: int) -> float:
-    """Linear warmup to peak over `warmup` steps, then peak * sqrt(warmup / step)."""
-    step = max(step, 1)
-    return peak * min(step / warmup, math.sqrt(warmup / step))
-
-
-def continued_lr(step: int, peak: float, warmup: int, offset: int, rewarm: int) -> float:
-    """The schedule of a run that starts from weights trained `offset` updates already: the
-    inverse-sqrt curve continues where it was, reached by a short linear re-warmup over
-    `rewarm` updates because the optimiser's moment estimates start empty."""
-    step = max(step, 1)
-    return inverse_sqrt_lr(offset + step, peak, warmup) * min(1.0, step / max(rewarm, 1))
-
-
-def loss_fn(
-    logits: torch.Tensor, target: torch.Tensor, smoothing: float, pad_id: int
-) -> torch.Tensor:
-    """Label-smoothed cross-entropy summed over non-pad target tokens."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        target.reshape(-1),
-        ignore_index=pad_id,
-        label_smoothing=smoothing,
-        reduction="sum",
-    )
 
 
 def bleu(hypotheses: list[str], references: list[str], lowercase: bool = False) -> float:
@@ -506,35 +423,6 @@ class Trainer:
             (out_dir / "curves.png").write_bytes((self.dir / "curves.png").read_bytes())
         log.info("wrote %s (%s)", out_dir, chosen)
         return info
-
-
-def plot_curves(state: dict[str, Any], out: Path) -> None:
-    """Training loss per logged window; validation loss and BLEU per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(11, 4))
-    train = state["train_log"]
-    if train:
-        ax_loss.plot(
-            [t["epoch"] for t in train], [t["loss"] for t in train], label="train (smoothed CE)"
-        )
-    hist = state["history"]
-    if hist:
-        ax_loss.plot(
-            [h["epoch"] for h in hist], [h["val_loss"] for h in hist], "o-", label="val CE"
-        )
-        ax_bleu.plot([h["epoch"] for h in hist], [h["val_bleu"] for h in hist], "o-", color="C2")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss per token")
-    ax_loss.legend()
-    ax_bleu.set_xlabel("epoch")
-    ax_bleu.set_ylabel("val BLEU (greedy, sacreBLEU)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 from model.checkpoint import average_state_dicts, load_model, state_dict_for_saving
 from model.config import ModelConfig
 from model.data import token_batches
+from model.objective import continued_lr, inverse_sqrt_lr
 from model.tokenizer import TOKENIZER_FILE
-from model.train import RunConfig, TrainConfig, Trainer, continued_lr, inverse_sqrt_lr
+from model.train import Trainer
+from model.train_config import RunConfig, TrainConfig
 
 
 def test_warmup_then_inverse_sqrt_decay() -> None:
