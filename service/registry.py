@@ -6,13 +6,15 @@ when, this module decides on which engine and what to do when an engine fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.checkpoint import CONFIG_FILE, read_model_config
+from model.checkpoint import CONFIG_FILE, model_hash, read_model_config
 from model.tokenizer import Tokenizer
 from service.engine.base import Engine, Translation
 from service.engine.loader import load_engine
@@ -200,18 +202,43 @@ def torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+# torch.onnx.export keeps module-level state (opset, export mode), so two pairs exporting at
+# once (a first start loading pairs in parallel) could corrupt each other's graphs. Exports
+# take turns; a pair whose graphs are already cached loads without waiting.
+_EXPORT_LOCK = threading.Lock()
+
+
+def graphs_cached(model_dir: Path, precision: str, root: Path | None = None) -> bool:
+    """True if this checkpoint's graphs at this precision (and the fp32 graphs every variant is
+    made from) are in the cache, current, so loading them exports nothing."""
+    from export.artifacts import GRAPH_FORMAT, GraphSet, model_artifacts_dir
+
+    directory = model_artifacts_dir(model_dir, root)
+    version = model_hash(model_dir)
+    for variant in dict.fromkeys(("fp32", precision)):
+        try:
+            manifest = GraphSet(directory / variant, variant).manifest()
+        except (OSError, ValueError):
+            return False
+        if manifest.get("model_hash") != version or manifest.get("format") != GRAPH_FORMAT:
+            return False
+    return True
+
+
 def load_onnx(model_dir: Path, options: LoadOptions) -> Engine:
     """A warmed-up ONNX Runtime engine (graphs exported into the cache when missing)."""
     from service.engine.onnx_engine import load_onnx_engine
 
-    engine = load_onnx_engine(
-        model_dir,
-        device=options.device,
-        precision=options.precision,
-        threads=options.threads,
-        streams=options.streams,
-        artifacts_root=options.artifacts_dir,
-    )
+    cached = graphs_cached(model_dir, options.precision, options.artifacts_dir)
+    with contextlib.nullcontext() if cached else _EXPORT_LOCK:
+        engine = load_onnx_engine(
+            model_dir,
+            device=options.device,
+            precision=options.precision,
+            threads=options.threads,
+            streams=options.streams,
+            artifacts_root=options.artifacts_dir,
+        )
     engine.warmup()
     return engine
 

@@ -66,14 +66,24 @@ class TranslateResponse(BaseModel):
                     ],
                     "model": "en-de@3f9c2a71d0be",
                     "backend": "onnx",
+                    "route": ["en-de"],
                 }
             ]
         }
     )
 
     translations: list[TranslationItem]
-    model: str = Field(description="<pair>@<model version (content hash)>.")
+    model: str = Field(
+        description="<pair>@<model version (content hash)>; through a pivot, both models "
+        "joined by '+'."
+    )
     backend: str = Field(description="The backend that translated: onnx, or torch on fallback.")
+    route: list[str] | None = Field(
+        None,
+        description="The model pairs that translated, in order: the pair itself, or two "
+        "pairs through English (de-fr: de-en, then en-fr).",
+        examples=[["en-de"], ["de-en", "en-fr"]],
+    )
 
 
 class LibreTranslateRequest(BaseModel):
@@ -138,6 +148,16 @@ class ModelInfo(BaseModel):
     version: str = Field(description="Content hash of config, weights and tokenizer.")
 
 
+class PivotInfo(BaseModel):
+    pair: str = Field(examples=["de-fr"])
+    source_lang: str
+    target_lang: str
+    route: list[str] = Field(
+        description="The served pairs that translate it, in order.",
+        examples=[["de-en", "en-fr"]],
+    )
+
+
 class ModelsResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -155,13 +175,25 @@ class ModelsResponse(BaseModel):
                             "precision": "fp32",
                             "version": "3f9c2a71d0be",
                         }
-                    ]
+                    ],
+                    "pivots": [
+                        {
+                            "pair": "de-fr",
+                            "source_lang": "de",
+                            "target_lang": "fr",
+                            "route": ["de-en", "en-fr"],
+                        }
+                    ],
                 }
             ]
         }
     )
 
     models: list[ModelInfo]
+    pivots: list[PivotInfo] = Field(
+        default_factory=list,
+        description="Pairs without a model of their own, translated through English.",
+    )
 
 
 class HealthResponse(BaseModel):

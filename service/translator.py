@@ -1,7 +1,8 @@
 """The translation service core: load models, check requests, split, batch, reassemble.
 
 Routes call `Translator.translate`; it raises domain errors (service.errors) and knows
-nothing of HTTP. It owns one ModelRunner and one Batcher per language pair.
+nothing of HTTP. It owns one ModelRunner and one Batcher per language pair, and routes a
+pair without a model of its own through English (X-en, then en-Y) when both halves are served.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.batcher import Batcher, Translated
+from service.engine.ort_session import available_cpus
 from service.errors import (
     BeamSizeOutOfRange,
     DeadlineExceeded,
@@ -35,20 +38,27 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A pair without a model of its own is translated source -> PIVOT_LANG -> target, as
+# LibreTranslate does: every model here is trained to or from English.
+PIVOT_LANG = "en"
+
 
 @dataclass
 class TranslateResult:
-    """Translated texts, their alternatives, and which model and backend produced them."""
+    """Translated texts, their alternatives, which models and backends produced them, and the
+    route: the model pairs that ran, in order (one, or two through the pivot language)."""
 
     texts: list[str]
     alternatives: list[list[str]]
     model: str
     backend: str
+    route: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Health:
-    """Readiness: loading | ok | degraded | failed | stopping, and each pair's state."""
+    """Readiness: loading | ok | degraded | failed | stopping, and each pair's state
+    (loading | ready | failed) with its backend."""
 
     status: str
     models: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -70,6 +80,9 @@ class Translator:
         self.batchers: dict[str, Batcher] = {}
         self.load_errors: dict[str, str] = {}
         self.model_dirs: dict[str, Path] = {}
+        # Pair -> the model pairs that translate it, direct or through PIVOT_LANG; set once
+        # loading ended, from the pairs that loaded.
+        self.routes: dict[str, list[str]] = {}
         self.state = "loading"
         # Set once loading ended (either way); threads (tests, benchmarks) can wait on it.
         self.loaded = threading.Event()
@@ -86,29 +99,46 @@ class Translator:
         self._loading = asyncio.create_task(self._load_all(), name="load-models")
 
     async def _load_all(self) -> None:
-        # One pair at a time: an ONNX export (first start) uses torch.onnx's global state.
-        for pair in self.model_dirs:
-            try:
-                runner = await asyncio.to_thread(self._load, pair)
-            except Exception as exc:
-                log.exception("%s: could not be loaded", pair)
-                self.load_errors[pair] = f"{type(exc).__name__}: {exc}"
-                continue
-            self.runners[pair] = runner
-            batcher = Batcher(
-                runner,
-                max_batch_size=self.settings.max_batch_size,
-                max_batch_tokens=self.settings.max_batch_tokens,
-                max_wait_s=self.settings.max_wait_ms / 1000,
-                max_queue_size=self.settings.max_queue_size,
-                metrics=self.metrics,
-            )
-            batcher.start()
-            self.batchers[pair] = batcher
+        # Pairs load in parallel, up to one per CPU: reading weights, building ORT sessions
+        # and warming up mostly run outside the GIL. Graph exports (first start) still take
+        # turns inside load_onnx: torch.onnx keeps global state.
+        workers = max(1, min(len(self.model_dirs), available_cpus()))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
+        try:
+            await asyncio.gather(*(self._load_pair(pair, pool) for pair in self.model_dirs))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.routes = find_routes(self.runners)
         if self.state == "loading":
             self.state = "ready" if self.batchers else "failed"
-        log.info("models loaded: %s; failed: %s", sorted(self.batchers), sorted(self.load_errors))
+        log.info(
+            "models loaded: %s; failed: %s; pivots: %s",
+            sorted(self.batchers),
+            sorted(self.load_errors),
+            sorted(pair for pair, route in self.routes.items() if len(route) > 1),
+        )
         self.loaded.set()
+
+    async def _load_pair(self, pair: str, pool: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            runner = await loop.run_in_executor(pool, self._load, pair)
+        except Exception as exc:
+            log.exception("%s: could not be loaded", pair)
+            self.load_errors[pair] = f"{type(exc).__name__}: {exc}"
+            return
+        self.runners[pair] = runner
+        batcher = Batcher(
+            runner,
+            max_batch_size=self.settings.max_batch_size,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            max_wait_s=self.settings.max_wait_ms / 1000,
+            max_queue_size=self.settings.max_queue_size,
+            metrics=self.metrics,
+        )
+        batcher.start()
+        self.batchers[pair] = batcher
+        log.info("%s: ready", pair)
 
     def _load(self, pair: str) -> ModelRunner:
         log.info(
@@ -138,13 +168,20 @@ class Translator:
         self.loaded.set()
 
     def health(self) -> Health:
-        models: dict[str, dict[str, object]] = {}
+        models: dict[str, dict[str, object]] = {
+            pair: {"state": "loading", "backend": None, "degraded": False}
+            for pair in self.model_dirs
+        }
         for pair, runner in self.runners.items():
-            models[pair] = {"backend": runner.active.backend, "degraded": runner.degraded}
+            models[pair] = {
+                "state": "ready",
+                "backend": runner.active.backend,
+                "degraded": runner.degraded,
+            }
             if runner.load_error:
                 models[pair]["error"] = runner.load_error
         for pair, error in self.load_errors.items():
-            models[pair] = {"backend": None, "degraded": True, "error": error}
+            models[pair] = {"state": "failed", "backend": None, "degraded": True, "error": error}
         if self.state == "ready":
             degraded = self.load_errors or any(r.degraded for r in self.runners.values())
             return Health("degraded" if degraded else "ok", models)
@@ -171,6 +208,25 @@ class Translator:
             )
         return runners[pair]
 
+    def reachable(self) -> dict[str, list[str]]:
+        """Every pair that can be translated -> its route (NotReady when nothing is served)."""
+        self.serving()
+        return self.routes
+
+    def route(self, source_lang: str, target_lang: str) -> list[ModelRunner]:
+        """The runners that translate a pair, in order: its own model, else the two halves of
+        its pivot; UnsupportedLanguagePair when there is neither."""
+        runners = self.serving()
+        pair = f"{source_lang}-{target_lang}"
+        if pair not in self.routes:
+            pivots = [p for p, route in self.routes.items() if len(route) > 1]
+            raise UnsupportedLanguagePair(
+                f"no model for {pair} and no route through {PIVOT_LANG}; served pairs: "
+                f"{', '.join(sorted(runners))}"
+                + (f"; through {PIVOT_LANG}: {', '.join(pivots)}" if pivots else "")
+            )
+        return [runners[p] for p in self.routes[pair]]
+
     async def translate(
         self,
         texts: list[str],
@@ -181,21 +237,49 @@ class Translator:
         max_length: int | None = None,
         alternatives: int = 0,
     ) -> TranslateResult:
-        """Translate texts of any number of sentences; raises a ServiceError for bad input."""
+        """Translate texts of any number of sentences; raises a ServiceError for bad input.
+
+        A pair served through the pivot runs two passes, each through its pair's batcher and
+        under one deadline: the first pass's best translations are the second's sources, and
+        alternatives come from the second.
+        """
         options = self._check(texts, beam_size, max_length, alternatives)
-        runner = self.runner(source_lang, target_lang)
+        route = self.route(source_lang, target_lang)
         segments = [split_sentences(t) for t in texts]
         sentences = [s for seg in segments for s in seg.sentences]
-        n_tokens = runner.count_tokens(sentences)
-        self._check_lengths(segments, n_tokens, runner.max_source_tokens)
+        n_tokens = route[0].count_tokens(sentences)
+        self._check_lengths(segments, n_tokens, route[0].max_source_tokens)
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
-                done = await self.batchers[runner.pair].submit(sentences, n_tokens, options)
+                done, backends = await self._passes(route, segments, sentences, n_tokens, options)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"not translated within {self.settings.request_timeout_s:g} s"
             ) from None
-        return self._reassemble(segments, done, runner, alternatives)
+        return self._reassemble(segments, done, route, backends, alternatives)
+
+    async def _passes(
+        self,
+        route: list[ModelRunner],
+        segments: list[Segments],
+        sentences: list[str],
+        n_tokens: list[int],
+        options: DecodeOptions,
+    ) -> tuple[list[Translated], set[str]]:
+        """Each pass of the route through its pair's batcher; the best output feeds the next."""
+        backends: set[str] = set()
+        done: list[Translated] = []
+        for i, runner in enumerate(route):
+            if i:
+                sentences = [d.translation.text for d in done]
+                n_tokens = runner.count_tokens(sentences)
+                self._check_pivot_lengths(segments, n_tokens, route[i - 1], runner)
+            # A pivot pass decodes its best only, at the request's beam, to its own budget.
+            last = i == len(route) - 1
+            step = options if last else DecodeOptions(options.beam_size, None, 0)
+            done = await self.batchers[runner.pair].submit(sentences, n_tokens, step)
+            backends.update(d.backend for d in done)
+        return done, backends
 
     def _check(
         self, texts: list[str], beam_size: int | None, max_length: int | None, alternatives: int
@@ -236,8 +320,29 @@ class Translator:
                     )
 
     @staticmethod
+    def _check_pivot_lengths(
+        segments: list[Segments], n_tokens: list[int], first: ModelRunner, second: ModelRunner
+    ) -> None:
+        # The first model's output is capped by its own positional table, in its own tokens;
+        # the second's tokenizer may count more.
+        limit = second.max_source_tokens
+        counts = iter(n_tokens)
+        for i, seg in enumerate(segments):
+            for _ in seg.sentences:
+                n = next(counts)
+                if n > limit:
+                    raise InputTooLong(
+                        f"text {i} has a sentence whose {first.pair} translation has {n} "
+                        f"tokens; {second.pair} takes at most {limit} per sentence"
+                    )
+
+    @staticmethod
     def _reassemble(
-        segments: list[Segments], done: list[Translated], runner: ModelRunner, alternatives: int
+        segments: list[Segments],
+        done: list[Translated],
+        route: list[ModelRunner],
+        backends: set[str],
+        alternatives: int,
     ) -> TranslateResult:
         texts: list[str] = []
         alts: list[list[str]] = []
@@ -260,6 +365,29 @@ class Translator:
                     for k in range(alternatives)
                 ]
             )
-        backends = sorted({d.backend for d in done})
-        engine = runner.active
-        return TranslateResult(texts, alts, f"{runner.pair}@{engine.version}", "+".join(backends))
+        model = "+".join(f"{r.pair}@{r.active.version}" for r in route)
+        return TranslateResult(
+            texts, alts, model, "+".join(sorted(backends)), [r.pair for r in route]
+        )
+
+
+def find_routes(runners: dict[str, ModelRunner]) -> dict[str, list[str]]:
+    """Every pair that can be translated -> the model pairs that translate it, in order.
+
+    A pair's own model always wins; a pair without one among the languages served goes
+    through PIVOT_LANG when both of its halves (X-en and en-Y) are served.
+    """
+    routes = {pair: [pair] for pair in runners}
+    languages = sorted(
+        {lang for r in runners.values() for lang in (r.active.source_lang, r.active.target_lang)}
+    )
+    for source in languages:
+        for target in languages:
+            pair, first, second = (
+                f"{source}-{target}",
+                f"{source}-{PIVOT_LANG}",
+                f"{PIVOT_LANG}-{target}",
+            )
+            if source != target and pair not in routes and first in runners and second in runners:
+                routes[pair] = [first, second]
+    return dict(sorted(routes.items()))

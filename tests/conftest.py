@@ -54,6 +54,19 @@ def tiny_model_dir(tiny_models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_pivot_models_dir(
+    tiny_tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A third language: tiny random en-de, de-en, en-fr, fr-en and a direct de-fr, so that
+    fr-de is served only through English."""
+    root = tmp_path_factory.mktemp("pivot-models")
+    for seed, pair in enumerate(["en-de", "de-en", "en-fr", "fr-en", "de-fr"], start=11):
+        source, target = pair.split("-")
+        write_tiny_model(root / pair, tiny_tokenizer, source, target, seed=seed)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_moe_model_dir(tiny_tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("moe")
     return write_tiny_model(

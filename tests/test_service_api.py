@@ -33,7 +33,8 @@ def test_translate_one_text(served: Served) -> None:
     r = served.client.post("/v1/translate", json=translate_body("A man rides a bike."))
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"translations", "model", "backend"}
+    assert set(body) == {"translations", "model", "backend", "route"}
+    assert body["route"] == ["en-de"]
     assert len(body["translations"]) == 1 and body["translations"][0]["text"].strip()
     assert "alternatives" not in body["translations"][0]
     assert body["model"].startswith("en-de@") and body["backend"] == "onnx"

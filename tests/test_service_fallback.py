@@ -50,7 +50,11 @@ def test_failed_ort_batch_is_retried_on_torch(served: Served, onnx_outputs: list
     assert served.metrics.value("nmt_fallbacks_total", pair="en-de", reason="batch_failed") == 1
     ready = served.client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded"
-    assert ready.json()["models"]["en-de"] == {"backend": "torch", "degraded": True}
+    assert ready.json()["models"]["en-de"] == {
+        "state": "ready",
+        "backend": "torch",
+        "degraded": True,
+    }
     model = next(
         m for m in served.client.get("/v1/models").json()["models"] if m["pair"] == "en-de"
     )

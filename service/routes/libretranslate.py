@@ -86,10 +86,12 @@ async def translate(
 
 @router.get("/languages")
 async def languages(translator: TranslatorDep) -> list[LanguageResponse]:
-    """The languages served, each with the languages it translates into."""
+    """The languages served, each with every language it translates into: by its own model,
+    or through English."""
     targets: dict[str, list[str]] = {}
-    for pair in sorted(translator.serving()):
-        source, target = pair.split("-", 1)
+    for route in translator.reachable().values():
+        source = translator.runners[route[0]].active.source_lang
+        target = translator.runners[route[-1]].active.target_lang
         targets.setdefault(source, []).append(target)
     return [
         LanguageResponse(code=code, name=LANGUAGE_NAMES.get(code, code), targets=t)

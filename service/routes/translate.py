@@ -51,4 +51,5 @@ async def translate(
         ],
         model=result.model,
         backend=result.backend,
+        route=result.route,
     )
