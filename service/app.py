@@ -6,12 +6,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.errors import install_error_handlers
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.middleware import (
+    BodyLimitMiddleware,
+    ConnectionCloseMiddleware,
+    RateLimitMiddleware,
+    RequestMetricsMiddleware,
+)
+from service.openapi import install_openapi
+from service.ratelimit import RateLimiter
 from service.routes import api_router
+from service.routes.web import install_web
 from service.settings import Settings
+from service.shutdown import Draining
 from service.translator import Translator
 
 DESCRIPTION = """Self-hosted machine translation: a Transformer trained from scratch on Multi30k,
@@ -24,9 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app; models load in the background once the lifespan starts."""
     settings = settings or Settings()
     metrics = Metrics()
+    # Both read their configuration now, so that a bad one fails before serving.
+    rate_limiter = RateLimiter(settings, metrics)
+    draining = Draining()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rate_limiter.start()
         translator = Translator(settings, metrics)
         app.state.translator = translator
         await translator.start()
@@ -35,12 +49,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await translator.stop()
 
-    app = FastAPI(title="NMT service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc with their assets served from the app (fastapi-offline): no CDN.
+    app = FastAPIOffline(
+        title="NMT service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.draining = draining
+    app.state.rate_limiter = rate_limiter
     install_error_handlers(app)
     app.include_router(api_router)
-    # The last added runs first: metrics see every response, the 413s included.
+    install_web(app)
+    install_openapi(app, settings)
+    # The last added runs first: metrics see every response, the 413s and 429s included.
+    app.add_middleware(RateLimitMiddleware, limiter=rate_limiter, api_keys=settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(ConnectionCloseMiddleware, draining=draining)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

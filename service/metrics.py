@@ -73,6 +73,18 @@ class Metrics:
             ["pair"],
             registry=r,
         )
+        # key: the key's hash (service.ratelimit.key_label), or "address"; never the key.
+        self.rate_limited = Counter(
+            "nmt_rate_limited",
+            "Requests refused by a rate limit, by client key hash and limit (requests, chars)",
+            ["key", "limit"],
+            registry=r,
+        )
+        self.rate_limit_errors = Counter(
+            "nmt_rate_limit_errors",
+            "Rate limit checks the storage failed; those requests were let through",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -78,8 +78,35 @@ class Settings(BaseSettings):
     )
     max_chars: int = Field(default=5000, ge=1, description="Most characters in one text.")
     max_texts: int = Field(default=64, ge=1, description="Most texts in one request.")
+    # ----- HTML, files (LibreTranslate's /translate_file) -----
+    max_html_depth: int = Field(
+        default=128, ge=1, description="Deepest element nesting accepted in HTML input."
+    )
+    max_file_bytes: int = Field(
+        default=512 * 1024,
+        ge=1,
+        description="Largest file /translate_file takes (.txt or .html, UTF-8); beyond: 413.",
+    )
+    max_file_chars: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most characters in one file to translate (markup included); its text is "
+        "translated in pieces of at most max_chars. A `q` in format html is held to max_chars.",
+    )
+    files_dir: Path | None = Field(
+        default=None,
+        description="Directory of the translated files waiting for download; nothing else is "
+        "written there. Default: nmt-files in the system's temporary directory.",
+    )
+    files_ttl_s: float = Field(
+        default=3600, gt=0, description="How long a translated file can be downloaded."
+    )
+    max_files: int = Field(
+        default=100, ge=1, description="Most translated files kept; the oldest go first."
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
+        repr=False,
         description="Comma-separated API keys. When set, translation and model routes need "
         "`Authorization: Bearer <key>`, `X-API-Key: <key>` or LibreTranslate's `api_key` "
         "field; health, metrics, /languages and the docs stay open.",
@@ -104,6 +131,12 @@ class Settings(BaseSettings):
         "with threads / streams intra-op threads; 0: one per thread on the CPU (measured "
         "faster than one batch on every thread), one on CUDA.",
     )
+    load_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Language pairs loaded at once at start-up; 0: one per CPU, at most the "
+        "number of pairs. Exports of graphs missing from the cache take turns whatever this is.",
+    )
     default_beam_size: int = Field(
         default=4, ge=1, description="Beam size when a request names none (1 is greedy search)."
     )
@@ -115,6 +148,41 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Log level of the service and uvicorn."
     )
+    # ----- operations: shutdown, API keys from a file, rate limits (docs/deploy.md)
+    shutdown_grace_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="On SIGTERM: seconds the service goes on serving, with /health/ready at "
+        "503 and `Connection: close` on every response, so that load balancers stop sending "
+        "before it stops accepting; then it drains and exits. A second SIGTERM (or SIGINT) "
+        "stops at once, still draining.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="File of API keys, one a line (`#` comments), added to NMT_API_KEYS: "
+        "e.g. a mounted Kubernetes Secret. Read at start; unreadable: an error at start.",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Requests per client in the `limits` notation, e.g. `120/minute` or "
+        "`120/minute;2000/hour`; unset: no limit. A client is its API key, or its address "
+        "when the service has no keys. Over it: 429 with Retry-After and X-RateLimit-*.",
+    )
+    char_rate_limit: str | None = Field(
+        default=None,
+        description="Characters to translate per client, e.g. `50000/minute`; unset: no limit.",
+    )
+    rate_limits_file: Path | None = Field(
+        default=None,
+        description='JSON of per-key overrides: `{"<key or sha256:label>": {"rate_limit": '
+        '"600/minute", "char_rate_limit": null}}` (null lifts a limit).',
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where the counters live: `memory://` (per process) or "
+        "`redis://host:port` so that replicas share them. Unreachable at start: an error; "
+        "failing while serving: requests are let through (fail open).",
+    )
 
     @model_validator(mode="after")
     def _beam_sizes(self) -> Settings:
@@ -123,6 +191,31 @@ class Settings(BaseSettings):
                 f"default_beam_size {self.default_beam_size} is over "
                 f"max_beam_size {self.max_beam_size}"
             )
+        return self
+
+    @field_validator("rate_limit", "char_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        from limits import parse_many
+
+        if value is not None and value.strip():
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate limit like 120/minute") from None
+        return value
+
+    @model_validator(mode="after")
+    def _keys_file(self) -> Settings:
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text().splitlines()
+            except OSError as exc:
+                raise ValueError(
+                    f"api_keys_file: cannot read {self.api_keys_file}: {exc}"
+                ) from None
+            keys = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            self.api_keys = [*self.api_keys, *(k for k in keys if k not in self.api_keys)]
         return self
 
     @field_validator("api_keys", mode="before")
@@ -136,6 +229,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    def resolved_files_dir(self) -> Path:
+        """Where translated files wait: files_dir, or nmt-files in the temporary directory."""
+        if self.files_dir is not None:
+            return self.files_dir
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "nmt-files"
 
     def resolved_device(self) -> str:
         """The device `auto` stands for on this machine."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.routes.deps import TranslatorDep
@@ -20,8 +20,12 @@ async def live() -> HealthResponse:
 
 @router.get("/health/ready", responses={503: {"model": HealthResponse}})
 @router.get("/v2/health/ready", include_in_schema=False)
-async def ready(translator: TranslatorDep) -> JSONResponse:
-    """200 once models are loaded and warmed (status ok, or degraded on the fallback); else 503."""
+async def ready(request: Request, translator: TranslatorDep) -> JSONResponse:
+    """200 once models are loaded and warmed (status ok, or degraded on the fallback); else 503,
+    from the first moment of a shutdown on (status stopping), while requests are still served."""
     health = translator.health()
+    if request.app.state.draining.active:
+        body = HealthResponse(status="stopping", models=health.models)
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
     body = HealthResponse(status=health.status, models=health.models)
     return JSONResponse(body.model_dump(), status_code=200 if health.ready else 503)
