@@ -172,7 +172,11 @@ def _our_engine(job: Job) -> TranslateFn:
         )
 
     def translate(batch: list[list[int]], beam: int) -> list[list[int]]:
-        return [h[0].tokens for h in engine.generate(batch, beam_size=beam, alpha=ALPHA)]
+        # CTranslate2's budget: one per batch (ours default to one per sentence), so that
+        # every engine decodes as far
+        budget = min(2 * max(len(s) for s in batch) + 10, engine.max_positions - 1)
+        hyps = engine.generate(batch, beam_size=beam, alpha=ALPHA, max_length=budget)
+        return [h[0].tokens for h in hyps]
 
     return translate
 

@@ -42,7 +42,10 @@ class TorchNoCacheEngine(TorchEngine):
         log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
         return log_probs, PrefixState(state.memory, state.src_mask, prefix)
 
-    def select(self, state: PrefixState, index: Tensor) -> PrefixState:  # type: ignore[override]
+    def select(  # type: ignore[override]
+        self, state: PrefixState, index: Tensor, sources: Tensor | None
+    ) -> PrefixState:
+        """Rows of every prefix (all rows of a step are at one position: no concat here)."""
         index = index.to(self.device)
         return PrefixState(
             state.memory.index_select(0, index),

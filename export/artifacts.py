@@ -26,8 +26,9 @@ ARTIFACTS_ENV = "NMT_ARTIFACTS_DIR"
 MANIFEST_FILE = "export.json"
 PRECISIONS = ("fp32", "int8", "fp16")
 # The graphs' interface (inputs, outputs, their meaning); bump it whenever that changes.
-# 3: the decoder's top-k outputs; 4: that top-k in two stages; 5: the encoder packs real tokens
-GRAPH_FORMAT = 5
+# 3: the decoder's top-k outputs; 4: that top-k in two stages; 5: the encoder packs real tokens;
+# 6: a position per row and a left-padded, masked past (continuous batching)
+GRAPH_FORMAT = 6
 REPO = Path(__file__).resolve().parents[1]
 
 

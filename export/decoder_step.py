@@ -5,8 +5,11 @@ Same weights, same operations, arranged for a graph that runs once per generated
 - activations are (B, D), not (B, 1, D), so every Linear becomes one Gemm (MatMul + bias);
 - the self-attention's query and key/value projections are one MatMul (weights
   concatenated at export) split at constant offsets;
-- with a single query, (B, 1, H, Dh) -> (B, H, 1, Dh) is a reshape, not a transpose, and
-  the one query may see every key, so self-attention needs no mask;
+- with a single query, (B, 1, H, Dh) -> (B, H, 1, Dh) is a reshape, not a transpose;
+- rows may sit at different positions (continuous batching: a sentence joins a running
+  batch at its first token): each row's position is an input, the self-attention past is
+  left-padded to the longest row's, and one additive mask, built once per step from the
+  positions, hides each row's padding in every layer (graph format 6);
 - reshapes take -1 for the batch, and the source count is read once per step: a size
   read from a tensor is a Shape -> Gather -> Unsqueeze -> Concat chain ORT runs every step;
 - softmax is ONNX Softmax (ORT computes it stably, as the model's hand-written one does);
@@ -50,10 +53,12 @@ def fused_qkv(attn: MultiHeadAttention) -> nn.Linear:
 
 
 class DecoderStepGraph(nn.Module):
-    """(tokens (B, 1), src_mask (N, S), past, cross) -> (log_probs (B, V), present).
+    """(tokens (B, 1), positions (B,), src_mask (N, S), past, cross) -> (log_probs (B, V),
+    present).
 
     The source side has one entry per source, N of them; the B rows come in N contiguous
     groups of B / N rows (the beams of a sentence), row r decoding source r // (B / N).
+    Row r has decoded positions[r] tokens: its past is the last positions[r] of the T slots.
     """
 
     def __init__(self, model: Transformer) -> None:
@@ -62,17 +67,25 @@ class DecoderStepGraph(nn.Module):
         self.layers = decoder_layers(model)
         self.qkv = nn.ModuleList([fused_qkv(layer.self_attn) for layer in self.layers])
 
-    def forward(self, tokens: Tensor, src_mask: Tensor, *cache: Tensor) -> tuple[Tensor, ...]:
+    def forward(
+        self, tokens: Tensor, positions: Tensor, src_mask: Tensor, *cache: Tensor
+    ) -> tuple[Tensor, ...]:
         model, config = self.model, self.model.config
         n, h, dh, d = config.n_decoder_layers, config.n_heads, config.d_head, config.d_model
         past_k, past_v = cache[:n], cache[n : 2 * n]
         cross_k, cross_v = cache[2 * n : 3 * n], cache[3 * n :]
-        offset = past_k[0].size(2)  # positions decoded so far: the new token's position
         # the new token's embedding and position (dropout is off): as model.positional
-        x = model.target_embed(tokens[:, 0]) + model.positional.table[offset]  # (B, D)
+        x = model.target_embed(tokens[:, 0]) + model.positional.table[positions]  # (B, D)
         sources = src_mask.size(0)
         cross_mask = src_mask[:, None, None, :]  # (N, 1, 1, S)
         fill = torch.finfo(x.dtype).min  # as the model: a fully masked row stays uniform
+        # Self-attention sees a row's last positions[r] past slots and the new one. An
+        # added 0 leaves a score as it is; the fill's exp is exactly 0 after the max (the
+        # new key is always visible), as the model's masked_fill gives.
+        slots = past_k[0].size(2)
+        key = torch.arange(slots + 1, device=tokens.device)
+        visible = key[None, :] >= (slots - positions)[:, None]  # (B, T + 1)
+        self_bias = torch.where(visible, 0.0, fill).to(x.dtype)[:, None, None, :]
         present_k, present_v = [], []
         for layer, qkv, pk, pv, ck, cv in zip(
             self.layers, self.qkv, past_k, past_v, cross_k, cross_v, strict=True
@@ -82,7 +95,8 @@ class DecoderStepGraph(nn.Module):
             q, k, v = linear(sub.sublayer_input(x), qkv).split(d, dim=-1)  # (B, D) each
             q, k, v = (t.reshape(-1, h, 1, dh) for t in (q, k, v))  # (B, H, 1, Dh)
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (B, H, T + 1, Dh)
-            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(dh) + self_bias  # (B, H, 1, T + 1)
+            weights = torch.softmax(scores, dim=-1)
             attended = (weights @ v).reshape(-1, d)
             x = sub.residual(x, linear(attended, layer.self_attn.out_proj))
             present_k.append(k)

@@ -1,11 +1,12 @@
 """The interface of the two ONNX graphs (names, dynamic axes, tracing inputs) and the encoder.
 
 Encoder: source ids and mask -> cross-attention keys and values of every decoder layer,
-computed once per request. Decoder with past (export/decoder_step.py): one new token per
-row, the source mask and the cache -> log-probabilities of the next token and the cache
-grown by one position; and, for a `k` given at run time, each row's k best log-probabilities
-and their tokens (ONNX TopK, ties to the lower token id), which is all a search step needs:
-fetching those instead of the whole (rows, vocabulary) matrix keeps it on a GPU.
+computed once per request. Decoder with past (export/decoder_step.py): one new token and
+its position per row, the source mask and the cache -> log-probabilities of the next token
+and the cache grown by one position; and, for a `k` given at run time, each row's k best
+log-probabilities and their tokens (ONNX TopK, ties to the lower token id), which is all a
+search step needs: fetching those instead of the whole (rows, vocabulary) matrix keeps it
+on a GPU.
 
 The cache crosses the graph boundary one tensor per layer (`past_self_k_0`, ...), not
 stacked (L, B, H, T, Dh) as `KVCache` holds it in PyTorch: a stacked input costs a Split
@@ -48,7 +49,8 @@ class GraphNames:
 
     @cached_property
     def past(self) -> list[str]:
-        """past_self_k_0..L-1, past_self_v_0..L-1: (B, H, T, Dh)."""
+        """past_self_k_0..L-1, past_self_v_0..L-1: (B, H, T, Dh), left-padded: row r's
+        past is its last `positions[r]` slots."""
         return self._per_layer("past_self_k", "past_self_v")
 
     @cached_property
@@ -67,7 +69,7 @@ class GraphNames:
     @cached_property
     def step_inputs(self) -> list[str]:
         """The inputs of the traced decoder step."""
-        return ["tokens", "src_mask", *self.past, *self.cross]
+        return ["tokens", "positions", "src_mask", *self.past, *self.cross]
 
     @cached_property
     def step_outputs(self) -> list[str]:
@@ -100,10 +102,11 @@ def example_inputs(
     src_mask[0, -2:] = False
     rows = sources * beams
     tokens = torch.randint(4, config.vocab_size, (rows, 1))
+    positions = torch.randint(0, past_len + 1, (rows,))
     n, h, dh = config.n_decoder_layers, config.n_heads, config.d_head
     past = [torch.randn(rows, h, past_len, dh) for _ in range(2 * n)]
     cross = [torch.randn(sources, h, src_len, dh) for _ in range(2 * n)]
-    return (src_ids, src_mask), (tokens, src_mask, *past, *cross)
+    return (src_ids, src_mask), (tokens, positions, src_mask, *past, *cross)
 
 
 def dynamic_axes(names: GraphNames) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, str]]]:
@@ -116,6 +119,7 @@ def dynamic_axes(names: GraphNames) -> tuple[dict[str, dict[int, str]], dict[str
     enc.update({n: {0: "sources", 2: "src_len"} for n in names.cross})
     dec: dict[str, dict[int, str]] = {
         "tokens": {0: "batch"},
+        "positions": {0: "batch"},
         "src_mask": {0: "sources", 1: "src_len"},
         "log_probs": {0: "batch"},
     }

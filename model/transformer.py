@@ -291,18 +291,32 @@ class Transformer(nn.Module):
         return KVCache(empty, empty, cross_k, cross_v)
 
     def decode_step(
-        self, tgt_ids: Tensor, memory: Tensor | None, src_mask: Tensor, past: KVCache | None
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor | None,
+        src_mask: Tensor,
+        past: KVCache | None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, KVCache]:
         """Decode T new target tokens given the cache; returns logits (B, T, V) and the new cache.
 
         With no past, the cross-attention keys/values are computed from memory; with a past,
         memory is not needed and may be None.
+
+        positions (B,): each row's position, the tokens it has decoded so far, when rows
+        differ (continuous batching). The past is then left-padded: row b's keys are the
+        last positions[b] of the P cached ones, the rest masked. None: every row is at P.
         """
-        logits, present, _ = self._decode(tgt_ids, memory, src_mask, past)
+        logits, present, _ = self._decode(tgt_ids, memory, src_mask, past, positions)
         return logits, present
 
     def _decode(
-        self, tgt_ids: Tensor, memory: Tensor | None, src_mask: Tensor, past: KVCache | None
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor | None,
+        src_mask: Tensor,
+        past: KVCache | None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, KVCache, Tensor]:
         if past is None:
             if memory is None:
@@ -310,10 +324,14 @@ class Transformer(nn.Module):
             past = self.empty_cache(memory)
         offset = past.self_k.size(3)
         t = tgt_ids.size(1)
-        x = self.positional(self.target_embed(tgt_ids), offset)
-        query_pos = torch.arange(t, device=x.device) + offset
-        key_pos = torch.arange(t + offset, device=x.device)
-        causal_mask = key_pos[None, :] <= query_pos[:, None]  # (T, P+T)
+        if positions is None:
+            x = self.positional(self.target_embed(tgt_ids), offset)
+            query_pos = torch.arange(t, device=x.device) + offset
+            key_pos = torch.arange(t + offset, device=x.device)
+            causal_mask = key_pos[None, :] <= query_pos[:, None]  # (T, P+T)
+        else:
+            x = self.positional(self.target_embed(tgt_ids), positions[:, None])
+            causal_mask = padded_causal_mask(positions, offset, t)  # (B, 1, T, P+T)
         ks, vs = [], []
         aux = x.new_zeros(())
         for i, layer in enumerate(self.decoder_layers):
@@ -339,6 +357,17 @@ class Transformer(nn.Module):
         memory, enc_aux = self._encode(src_ids, src_mask)
         logits, _, dec_aux = self._decode(tgt_ids, memory, src_mask, None)
         return logits, enc_aux + dec_aux
+
+
+def padded_causal_mask(positions: Tensor, past_len: int, new: int) -> Tensor:
+    """(B, 1, T, P+T) self-attention mask of rows at different positions over a left-padded
+    past of P slots: row b's real past is its last positions[b] slots, and each new token
+    sees the past and the new tokens up to itself."""
+    key = torch.arange(past_len + new, device=positions.device)
+    query = torch.arange(new, device=positions.device) + past_len
+    causal = key[None, :] <= query[:, None]  # (T, P+T)
+    real = key[None, :] >= (past_len - positions)[:, None]  # (B, P+T): not left padding
+    return (causal[None] & real[:, None, :])[:, None]
 
 
 def build_model(config: ModelConfig) -> Transformer:

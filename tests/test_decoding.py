@@ -111,9 +111,9 @@ class SelectCounting(TorchStepDecoder):
         self.step_rows.append(len(tokens))
         return super().step_top_k(state, tokens, k)
 
-    def select(self, state, index):  # type: ignore[no-untyped-def]
+    def select(self, state, index, sources):  # type: ignore[no-untyped-def]
         self.selects.append((self.step_rows[-1], len(index)))
-        return super().select(state, index)
+        return super().select(state, index, sources)
 
 
 def variable_length_copier(steps: int = 200) -> Transformer:

@@ -93,7 +93,9 @@ def test_select_keeps_rows_consistent_with_a_fresh_batch(engine: Engine, texts: 
     sources = engine.tokenizer.encode(texts[:4])
     bos = torch.full((4,), engine.bos_id)
     _, state = engine.step(engine.start(sources), bos)
-    state = engine.select(state, torch.tensor([2, 0, 0]))
+    # rows 2, 0, 0 decode source entries 2 and 0: groups of unequal size, so each row is
+    # its own entry
+    state = engine.select(state, torch.tensor([2, 0, 0]), torch.tensor([2, 0, 0]))
     tokens = torch.tensor([5, 6, 7])
     got, _ = engine.step(state, tokens)
     _, fresh = engine.step(engine.start([sources[2], sources[0], sources[0]]), bos[:3])
@@ -126,13 +128,16 @@ def test_select_into_beam_groups_matches_one_row_per_source(
 ) -> None:
     """Rows expanded into groups (beams of a sentence) decode as a batch of separate copies."""
     sources = engine.tokenizer.encode(texts[:2])
-    state = engine.select(engine.start(sources), torch.tensor([1, 1, 1, 0, 0, 0]))
+    state = engine.select(
+        engine.start(sources), torch.tensor([1, 1, 1, 0, 0, 0]), torch.tensor([1, 0])
+    )
     tokens = torch.full((6,), engine.bos_id)
     got, state = engine.step(state, tokens)
-    got, _ = engine.step(engine.select(state, torch.tensor([2, 0, 1, 5, 5, 3])), tokens)
+    reorder = torch.tensor([2, 0, 1, 5, 5, 3])
+    got, _ = engine.step(engine.select(state, reorder, None), tokens)
     fresh = engine.start([sources[1]] * 3 + [sources[0]] * 3)
     _, fresh = engine.step(fresh, tokens)
-    want, _ = engine.step(engine.select(fresh, torch.tensor([2, 0, 1, 5, 5, 3])), tokens)
+    want, _ = engine.step(engine.select(fresh, reorder, None), tokens)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
@@ -290,3 +295,148 @@ def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
     assert available_cpus(tmp_path) == 1
     (tmp_path / "cpu.max").write_text(f"{150000 * cores} 100000\n")
     assert available_cpus(tmp_path) == cores
+
+
+# ----- continuous batching: a sentence decodes the same whatever shares its batch -----
+def composition_sources(engine: Engine, texts: list[str]) -> list[list[int]]:
+    # sources of different lengths, an empty one among them (a fully masked source row)
+    return [*engine.tokenizer.encode(texts[:7]), []]
+
+
+def decode_alone(engine: Engine, sources: list[list[int]], width: int) -> list[list[object]]:
+    out = []
+    for s in sources:
+        batch = engine.new_batch(engine.sentences([s], max_length=14, num_alternatives=1), width)
+        ((_, hyps),) = batch.run()
+        out.append([(h.tokens, round(h.score, 4)) for h in hyps])
+    return out
+
+
+def decode_joining(
+    engine: Engine, sources: list[list[int]], width: int, joins: list[tuple[int, list[int]]]
+) -> list[list[object]]:
+    """A running batch that takes sentences (indices of sources) in at the given steps."""
+    results: list[list[object]] = [[] for _ in sources]
+    pending = sorted(joins)
+    running = None
+    step = 0
+    while pending or (running is not None and running.sentences):
+        while pending and pending[0][0] <= step:
+            _, joining = pending.pop(0)
+            chunk = engine.sentences(
+                [sources[i] for i in joining], max_length=14, num_alternatives=1, owners=joining
+            )
+            fresh = engine.new_batch(chunk, width)
+            done = fresh.widen() if width > 1 else []  # type: ignore[attr-defined]
+            for owner, hyps in done:
+                results[owner] = [(h.tokens, round(h.score, 4)) for h in hyps]
+            if running is None:
+                running = fresh
+            else:
+                running.concatenate(fresh)
+        assert running is not None
+        for owner, hyps in running.step():
+            results[owner] = [(h.tokens, round(h.score, 4)) for h in hyps]
+        step += 1
+    return results
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_a_sentence_decodes_the_same_alone_in_a_full_batch_and_joining_late(
+    engine: Engine, texts: list[str], width: int
+) -> None:
+    """fp32, both backends, greedy and beam: tokens (and scores) of a sentence alone, in one
+    full batch, and joining a running batch at steps 1, 2 and 5 (rows at other positions,
+    sources of other lengths) are the same."""
+    sources = composition_sources(engine, texts)
+    alone = decode_alone(engine, sources, width)
+    full = decode_joining(engine, sources, width, [(0, list(range(len(sources))))])
+    late = decode_joining(engine, sources, width, [(0, [3, 0]), (1, [1]), (2, [7, 2]), (5, [4, 5, 6])])
+    assert full == alone
+    assert late == alone
+    assert all(hyps for hyps in alone)
+
+
+def test_filter_and_concatenate_keep_every_row_aligned(
+    engines: dict[str, Engine], texts: list[str]
+) -> None:
+    """Random admissions, cancellations and retirements on running greedy and beam batches
+    give each surviving sentence its offline tokens, on both backends (a property test)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    pool = [*texts, "A dog.", "", "Two men in red shirts play football on a green field."]
+
+    @settings(
+        max_examples=12,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        backend=st.sampled_from(["torch", "onnx"]),
+        width=st.sampled_from([1, 2]),
+        plan=st.lists(
+            st.tuples(
+                st.integers(0, 4),  # step at which this wave joins
+                st.lists(st.integers(0, len(pool) - 1), min_size=1, max_size=4),
+                st.integers(-1, 6),  # step at which one of them is cancelled (-1: never)
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+    )
+    def check(backend: str, width: int, plan: list[tuple[int, list[int], int]]) -> None:
+        engine = engines[backend]
+        sources = engine.tokenizer.encode(pool)
+        owners: list[tuple[int, int]] = []  # (wave, pool index) per sentence
+        waves = []
+        cancels: dict[int, list[object]] = {}
+        for w, (at, picks, cancel_at) in enumerate(plan):
+            items = [[w, p] for p in picks]  # lists: distinct objects, owners by identity
+            owners += [(w, p) for p in picks]
+            waves.append((at, items))
+            if cancel_at >= 0:
+                cancels.setdefault(cancel_at, []).append(items[0])
+        got: dict[int, list[int]] = {}
+        cancelled: set[int] = set()
+        running = None
+        step = 0
+        pending = sorted(waves, key=lambda wave: wave[0])
+        while pending or (running is not None and running.sentences):
+            while pending and pending[0][0] <= step:
+                _, items = pending.pop(0)
+                chunk = engine.sentences(
+                    [sources[p] for _, p in items], max_length=10, owners=items
+                )
+                fresh = engine.new_batch(chunk, width)
+                finished = fresh.widen() if width > 1 else []  # type: ignore[attr-defined]
+                for owner, hyps in finished:
+                    got[id(owner)] = hyps[0].tokens
+                if running is None:
+                    running = fresh
+                else:
+                    running.concatenate(fresh)
+            if running is None:  # nothing admitted yet
+                step += 1
+                continue
+            decoding = {id(o) for o in running.live_owners}
+            gone = {id(o) for o in cancels.get(step, []) if id(o) in decoding}
+            assert running.drop(gone) == len(gone)
+            cancelled |= gone
+            for owner, hyps in running.step():
+                got[id(owner)] = hyps[0].tokens
+            if width > 1:
+                assert running.rows == running.sentences * width
+            else:
+                assert running.rows >= running.sentences == len(running.live_owners)
+            step += 1
+        offline = engine.generate(sources, beam_size=width, max_length=10)
+        for _, items in waves:
+            for item in items:
+                if id(item) in cancelled:
+                    assert id(item) not in got
+                else:
+                    assert got[id(item)] == offline[item[1]][0].tokens
+
+    check()

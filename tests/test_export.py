@@ -79,9 +79,10 @@ def ort_decode(
     b, h, _, dh = cross[0].shape
     past = [np.zeros((b, h, 0, dh), dtype=cross[0].dtype)] * len(names.past)
     log_probs = []
-    for tokens in fed:
+    for step, tokens in enumerate(fed):
         feeds = {
             "tokens": tokens.numpy(),
+            "positions": np.full(len(tokens), step, dtype=np.int64),
             "src_mask": src_mask.numpy(),
             **dict(zip(names.past, past, strict=True)),
             **dict(zip(names.cross, cross, strict=True)),

@@ -1,9 +1,10 @@
 """The engine interface: synchronous, HTTP-agnostic, one implementation per backend.
 
-An engine translates a batch of texts, and also exposes the three batch-level calls a
-scheduler drives one decoding step at a time: `start` (encode a batch), `step` (one token
-for every row) and `select` (keep/reorder rows). Greedy and beam search live in
-`model.search` and run unchanged over any engine.
+An engine translates a batch of texts, and also exposes the batch-level calls a scheduler
+drives one decoding step at a time: `start` (encode a batch), `step` (one token for every
+row), `select` (keep/reorder rows) and `concat` (join the rows of several states, at any
+positions). Greedy and beam search live in `model.search` as batch objects and run
+unchanged over any engine, offline (`generate`) and in the service's continuous scheduler.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from model.search import Hypothesis, rows_top_k, search
+from model.search import (
+    Hypothesis,
+    SearchBatch,
+    Sentence,
+    new_batch,
+    rows_top_k,
+    search,
+)
 from model.tokenizer import Tokenizer
 
 BACKENDS = ("onnx", "torch")
@@ -158,8 +165,18 @@ class Engine(ABC):
         """Feed one token per row (N,); returns log-probabilities (N, V) float32 and the state."""
 
     @abstractmethod
-    def select(self, state: Any, index: Tensor) -> Any:
-        """Keep the rows in index, in that order (drop finished sentences, follow beams)."""
+    def select(self, state: Any, rows: Tensor, sources: Tensor | None) -> Any:
+        """Keep the rows in `rows`, in that order (drop finished sentences, follow beams).
+
+        sources: None when the rows decode the same source entries as before (beams
+        widened or reordered within their sentence), else the source entries kept, in
+        order, each with its rows contiguous and as many rows for each (the search says
+        how beams map to rows; see model.search.StepDecoder).
+        """
+
+    @abstractmethod
+    def concat(self, states: Sequence[Any]) -> Any:
+        """Join states (rows at any positions, sources of any lengths) into one, in order."""
 
     def step_top_k(self, state: Any, tokens: Tensor, k: int) -> tuple[Tensor, Tensor, Any]:
         """As step, but only each row's k best log-probabilities (N, k) and tokens (N, k),
@@ -172,11 +189,52 @@ class Engine(ABC):
         """Run one tiny greedy and beam search so the first request pays no start-up cost."""
         self.generate([[self.eos_id + 1] * 4], beam_size=1, max_length=3)
         self.generate([[self.eos_id + 1] * 4], beam_size=2, max_length=3)
+        # and what the continuous scheduler adds: rows at different positions and sources
+        # of different lengths joined into one running batch
+        token = self.eos_id + 1
+        running = self.new_batch(self.sentences([[token] * 4], max_length=3), 1)
+        running.step()
+        running.concatenate(self.new_batch(self.sentences([[token] * 2], max_length=3), 1))
+        running.step()
 
     # ----- whole translations -----
     def max_length_for(self, source_len: int) -> int:
         """Default output budget: twice the source plus ten, inside the positional table."""
         return min(2 * source_len + 10, self.max_positions - 1)
+
+    def budget(self, source_len: int, max_length: int | None) -> int:
+        """A sentence's output budget: max_length if given, else max_length_for its source;
+        within the positional table either way."""
+        return min(max_length or self.max_length_for(source_len), self.max_positions - 1)
+
+    def sentences(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        max_length: int | None = None,
+        num_alternatives: int = 0,
+        alpha: float = 0.6,
+        owners: Sequence[Any] | None = None,
+    ) -> list[Sentence]:
+        """The search's view of sources: each with its own budget (so a sentence's output
+        never depends on its batch mates) and options."""
+        return [
+            Sentence(
+                s,
+                self.budget(len(s), max_length),
+                1 + num_alternatives,
+                alpha,
+                i if owners is None else owners[i],
+            )
+            for i, s in enumerate(sources)
+        ]
+
+    def new_batch(self, sentences: Sequence[Sentence], width: int) -> SearchBatch:
+        """Encode sentences into a fresh search batch of `width` rows per sentence."""
+        state = self.start([s.source for s in sentences])
+        return new_batch(
+            self, state, sentences, width=width, bos_id=self.bos_id, eos_id=self.eos_id
+        )
 
     def generate(
         self,
@@ -190,65 +248,39 @@ class Engine(ABC):
         """Token-level search for one batch: n-best hypotheses per source."""
         if not sources:
             return []
-        budget = max_length or self.max_length_for(max(len(s) for s in sources))
-        budget = min(budget, self.max_positions - 1)
-        run = partial(
-            self._search,
-            beam_size=beam_size,
-            max_length=budget,
-            alpha=alpha,
-            n_best=1 + num_alternatives,
-        )
+        budgets = [self.budget(len(s), max_length) for s in sources]
+        results: list[list[Hypothesis]] = [[] for _ in sources]
+
+        def run(share: list[int]) -> list[list[Hypothesis]]:
+            # model.search.search: a batch object (GreedyBatch, BeamBatch) run to its end
+            return search(
+                self,
+                self.start([sources[i] for i in share]),
+                len(share),
+                beam_size=beam_size,
+                bos_id=self.bos_id,
+                eos_id=self.eos_id,
+                max_length=[budgets[i] for i in share],
+                alpha=alpha,
+                n_best=1 + num_alternatives,
+            )
+
         with torch_threads(self.search_threads):
             shares = stream_shares([len(s) for s in sources], self.streams)
             if len(shares) == 1:
-                return run(sources)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="stream")
-            futures = [self._pool.submit(run, [sources[i] for i in share]) for share in shares]
-            results: list[list[Hypothesis]] = [[] for _ in sources]
-            for share, future in zip(shares, futures, strict=True):
-                for i, hyps in zip(share, future.result(), strict=True):
-                    results[i] = hyps
-            return results
+                outputs = [run(shares[0])]
+            else:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="stream")
+                futures = [self._pool.submit(run, share) for share in shares]
+                outputs = [future.result() for future in futures]
+        for share, hyps in zip(shares, outputs, strict=True):
+            for i, h in zip(share, hyps, strict=True):
+                results[i] = h
+        return results
 
-    def _search(
-        self,
-        sources: Sequence[Sequence[int]],
-        *,
-        beam_size: int,
-        max_length: int,
-        alpha: float,
-        n_best: int,
-    ) -> list[list[Hypothesis]]:
-        state = self.start(sources)
-        return search(
-            self,
-            state,
-            len(sources),
-            beam_size=beam_size,
-            bos_id=self.bos_id,
-            eos_id=self.eos_id,
-            max_length=max_length,
-            alpha=alpha,
-            n_best=n_best,
-        )
-
-    def translate(
-        self,
-        texts: list[str],
-        *,
-        beam_size: int = 4,
-        max_length: int | None = None,
-        num_alternatives: int = 0,
-    ) -> list[Translation]:
-        """Translate a batch of texts (each one sentence) and detokenize."""
-        sources = self.tokenizer.encode(texts)
-        limit = self.max_positions - 1
-        sources = [s[:limit] for s in sources]
-        nbest = self.generate(
-            sources, beam_size=beam_size, max_length=max_length, num_alternatives=num_alternatives
-        )
+    def translations(self, nbest: Sequence[Sequence[Hypothesis]]) -> list[Translation]:
+        """Detokenized translations of n-best lists (the first is the best)."""
         out = []
         for hyps in nbest:
             texts_out = self.tokenizer.decode([h.tokens for h in hyps])
@@ -265,3 +297,25 @@ class Engine(ABC):
                 )
             )
         return out
+
+    def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Source ids of texts, cut to the positional table."""
+        limit = self.max_positions - 1
+        return [s[:limit] for s in self.tokenizer.encode(list(texts))]
+
+    def translate(
+        self,
+        texts: list[str],
+        *,
+        beam_size: int = 4,
+        max_length: int | None = None,
+        num_alternatives: int = 0,
+    ) -> list[Translation]:
+        """Translate a batch of texts (each one sentence) and detokenize."""
+        nbest = self.generate(
+            self.encode_texts(texts),
+            beam_size=beam_size,
+            max_length=max_length,
+            num_alternatives=num_alternatives,
+        )
+        return self.translations(nbest)

@@ -33,25 +33,34 @@ class OrtState:
     """Decoder state on ONNX Runtime: B rows (hypotheses) decoding N sources.
 
     Rows come in N contiguous groups of B / N, one group per source entry (the beams of a
-    sentence), so the source side is stored once per sentence, not once per beam.
+    sentence), so the source side is stored once per sentence, not once per beam. Rows may
+    sit at different positions: the past is left-padded to the longest row's, the source
+    side right-padded to the longest source.
     """
 
     # source side: one entry per source, gathered only when the set of sources changes
-    sources: np.ndarray  # (N,) index of each source in the batch given to start()
-    src_mask: Value  # (N, S) bool
+    src_host: np.ndarray  # (N, S) bool: the source mask on the host, for trimming
+    src_mask: Value  # (N, S) bool, as the decoder takes it
     cross: list[Value]  # cross_k_0..L-1 then cross_v_0..L-1, each (N, H, S, Dh)
     # target side: one entry per row, growing by one position per step
     rows: int  # B
     past: list[Value]  # past_self_k_0..L-1 then past_self_v_0..L-1, each (B, H, T, Dh)
+    positions: np.ndarray  # (B,) int64: tokens each row has decoded
+
+    @property
+    def sources(self) -> int:
+        return len(self.src_host)
 
     @property
     def group(self) -> int:
         """Rows per source entry."""
-        return self.rows // len(self.sources)
+        return self.rows // self.sources
 
     def grown(self, present: list[Value]) -> OrtState:
         """The same rows after one step: the cache grown by one position."""
-        return OrtState(self.sources, self.src_mask, self.cross, self.rows, present)
+        return OrtState(
+            self.src_host, self.src_mask, self.cross, self.rows, present, self.positions + 1
+        )
 
 
 def step_ids(tokens: Tensor) -> np.ndarray:
@@ -117,17 +126,21 @@ class OnnxEngine(Engine):
         token = self.eos_id + 1
         state = self.start([[token] * 4, [token] * 2])
         _, state = self.step(state, torch.full((2,), self.bos_id))
-        self.select(state, torch.tensor([1]))
+        self.select(state, torch.tensor([1]), torch.tensor([1]))
 
     def start(self, sources: Sequence[Sequence[int]]) -> OrtState:
         src_ids, src_mask = pad_batch(sources, self.pad_id)
-        mask, cross = self.io.encode(src_ids.numpy(), src_mask.numpy())
+        host = src_mask.numpy()
+        mask, cross = self.io.encode(src_ids.numpy(), host)
         n = len(sources)
-        return OrtState(np.arange(n), mask, cross, n, self.io.empty_past(n, cross[0]))
+        positions = np.zeros(n, dtype=np.int64)
+        return OrtState(host, mask, cross, n, self.io.empty_past(n, cross[0]), positions)
 
     def step(self, state: OrtState, tokens: Tensor) -> tuple[Tensor, OrtState]:
         ids = step_ids(tokens)
-        log_probs, present = self.io.decode(ids, state.src_mask, state.past, state.cross)
+        log_probs, present = self.io.decode(
+            ids, state.positions, state.src_mask, state.past, state.cross
+        )
         return torch.from_numpy(log_probs), state.grown(present)
 
     def step_top_k(
@@ -140,32 +153,87 @@ class OnnxEngine(Engine):
         sentences/s fp32, 760-777 vs 741-782 int8, batch 32, 2 streams.)
         """
         ids = step_ids(tokens)
-        values, top, present = self.io.decode_top_k(ids, state.src_mask, state.past, state.cross, k)
+        values, top, present = self.io.decode_top_k(
+            ids, state.positions, state.src_mask, state.past, state.cross, k
+        )
         return torch.from_numpy(values), torch.from_numpy(top), state.grown(present)
 
-    def select(self, state: OrtState, index: Tensor) -> OrtState:
-        rows = index.numpy().astype(np.int64, copy=False)
-        past = self.io.gather(state.past, rows)
-        entry = rows // state.group  # the source entry each new row decodes
-        group = _run_length(entry)
-        firsts = entry[::group]  # one source entry per group of new rows
-        if np.array_equal(firsts, np.arange(len(state.sources))):
-            # Same sources in the same order (beams expanded or reordered within their
+    def select(self, state: OrtState, rows: Tensor, sources: Tensor | None) -> OrtState:
+        index = rows.numpy().astype(np.int64, copy=False)
+        positions = state.positions[index]
+        past = self.io.gather(state.past, index)
+        slots = state_slots(past)
+        longest = int(positions.max()) if len(positions) else 0
+        if longest < slots:  # the longest rows left: drop the padding no row needs
+            past = self.io.from_host(
+                [np.ascontiguousarray(p[:, :, slots - longest :]) for p in self.io.to_host(past)]
+            )
+        if sources is None:
+            # Same sources in the same order (beams widened or reordered within their
             # sentence): the source side is kept as it is, no copy.
-            return OrtState(state.sources, state.src_mask, state.cross, len(rows), past)
-        src_mask, *cross = self.io.gather([state.src_mask, *state.cross], firsts)
-        return OrtState(state.sources[firsts], src_mask, cross, len(rows), past)
+            return OrtState(
+                state.src_host, state.src_mask, state.cross, len(index), past, positions
+            )
+        entries = sources.numpy().astype(np.int64, copy=False)
+        src_host = state.src_host[entries]
+        src_mask, *cross = self.io.gather([state.src_mask, *state.cross], entries)
+        width = max(1, int(src_host.sum(axis=1).max())) if len(entries) else 1
+        if width < src_host.shape[1]:  # the longest sources left
+            src_host = np.ascontiguousarray(src_host[:, :width])
+            host = self.io.to_host(cross)
+            cross = self.io.from_host([np.ascontiguousarray(c[:, :, :width]) for c in host])
+            src_mask = self.io.from_host([src_host])[0]
+        return OrtState(src_host, src_mask, cross, len(index), past, positions)
+
+    def concat(self, states: Sequence[OrtState]) -> OrtState:
+        """Rows at different positions and sources of different lengths, padded and joined."""
+        if len(states) == 1:
+            return states[0]
+        slots = max(state_slots(s.past) for s in states)
+        width = max(s.src_host.shape[1] for s in states)
+        src_host = np.concatenate(
+            [np.pad(s.src_host, ((0, 0), (0, width - s.src_host.shape[1]))) for s in states]
+        )
+        pasts = [self.io.to_host(s.past) for s in states]
+        crosses = [self.io.to_host(s.cross) for s in states]
+        past = [_join([p[i] for p in pasts], size=slots, left=True) for i in range(len(pasts[0]))]
+        cross = [
+            _join([c[i] for c in crosses], size=width, left=False) for i in range(len(crosses[0]))
+        ]
+        mask, *cross = self.io.from_host([src_host, *cross])
+        past = self.io.from_host(past)
+        positions = np.concatenate([s.positions for s in states])
+        rows = sum(s.rows for s in states)
+        return OrtState(src_host, mask, cross, rows, past, positions)
 
 
-def _run_length(entry: np.ndarray) -> int:
-    """Rows per group if entry is made of equal-sized runs of one value each, else 1."""
-    if len(entry) == 0:
-        return 1
-    changes = np.flatnonzero(entry[1:] != entry[:-1])
-    group = int(changes[0]) + 1 if len(changes) else len(entry)
-    if len(entry) % group == 0 and (entry.reshape(-1, group) == entry[::group, None]).all():
-        return group
-    return 1
+def state_slots(past: Sequence[Value]) -> int:
+    """Self-attention slots (T) of a past held as numpy arrays or ORT values."""
+    first = past[0]
+    return int(first.shape[2] if isinstance(first, np.ndarray) else first.shape()[2])
+
+
+def _join(parts: Sequence[np.ndarray], *, size: int, left: bool) -> np.ndarray:
+    """Concatenate (B, H, T, Dh) parts along B, each padded along T to `size`: on the left with
+    zeros (a past: masked by position), or on the right with copies of its last slot (a
+    source side: masked, and a fully masked source still averages the same values)."""
+    shape = list(parts[0].shape)
+    shape[0] = sum(p.shape[0] for p in parts)
+    shape[2] = size
+    out = np.empty(shape, dtype=parts[0].dtype)
+    at = 0
+    for p in parts:
+        n, have = p.shape[0], p.shape[2]
+        block = out[at : at + n]
+        if left:
+            block[:, :, : size - have] = 0
+            block[:, :, size - have :] = p
+        else:
+            block[:, :, :have] = p
+            if have < size:
+                block[:, :, have:] = p[:, :, have - 1 : have]
+        at += n
+    return out
 
 
 def cpu_streams(threads: int | None, streams: int | None) -> tuple[int, int]:

@@ -40,17 +40,24 @@ class GraphIO(Protocol):
         ...
 
     def decode(
-        self, tokens: np.ndarray, src_mask: Value, past: Sequence[Value], cross: Sequence[Value]
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
     ) -> tuple[np.ndarray, list[Value]]:
         """-> log-probabilities (B, V) float32 on the host, and present_self_k_*, _v_*.
 
-        The B rows are N contiguous groups, one per entry of src_mask and cross.
+        The B rows are N contiguous groups, one per entry of src_mask and cross; row r has
+        decoded positions[r] tokens (B,) int64, its past the last positions[r] slots.
         """
         ...
 
     def decode_top_k(
         self,
         tokens: np.ndarray,
+        positions: np.ndarray,
         src_mask: Value,
         past: Sequence[Value],
         cross: Sequence[Value],
@@ -58,6 +65,14 @@ class GraphIO(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
         """-> each row's k best log-probabilities (B, k) float32 and tokens (B, k) int64 on
         the host, and present_self_k_*, _v_*."""
+        ...
+
+    def to_host(self, values: Sequence[Value]) -> list[np.ndarray]:
+        """The tensors as numpy arrays (the same arrays on the host)."""
+        ...
+
+    def from_host(self, arrays: Sequence[np.ndarray]) -> list[Value]:
+        """numpy arrays as the decoder takes them (the same arrays on the host)."""
         ...
 
     def empty_past(self, rows: int, like: Value) -> list[Value]:
@@ -126,20 +141,30 @@ class DecoderRuns(ABC):
     idle_k = 0
 
     def decode(
-        self, tokens: np.ndarray, src_mask: Value, past: Sequence[Value], cross: Sequence[Value]
+        self,
+        tokens: np.ndarray,
+        positions: np.ndarray,
+        src_mask: Value,
+        past: Sequence[Value],
+        cross: Sequence[Value],
     ) -> tuple[np.ndarray, list[Value]]:
-        log_probs, *present = self._run(["log_probs"], tokens, src_mask, past, cross, self.idle_k)
+        log_probs, *present = self._run(
+            ["log_probs"], tokens, positions, src_mask, past, cross, self.idle_k
+        )
         return self._host(log_probs), present
 
     def decode_top_k(
         self,
         tokens: np.ndarray,
+        positions: np.ndarray,
         src_mask: Value,
         past: Sequence[Value],
         cross: Sequence[Value],
         k: int,
     ) -> tuple[np.ndarray, np.ndarray, list[Value]]:
-        values, indices, *present = self._run(list(TOP_K_OUTPUTS), tokens, src_mask, past, cross, k)
+        values, indices, *present = self._run(
+            list(TOP_K_OUTPUTS), tokens, positions, src_mask, past, cross, k
+        )
         return self._host(values), self._host(indices), present
 
     @abstractmethod
@@ -147,6 +172,7 @@ class DecoderRuns(ABC):
         self,
         fetch: list[str],
         tokens: np.ndarray,
+        positions: np.ndarray,
         src_mask: Value,
         past: Sequence[Value],
         cross: Sequence[Value],
@@ -183,12 +209,18 @@ class HostIO(DecoderRuns):
         self,
         fetch: list[str],
         tokens: np.ndarray,
+        positions: np.ndarray,
         src_mask: Value,
         past: Sequence[Value],
         cross: Sequence[Value],
         k: int,
     ) -> list[Value]:
-        feeds = {"tokens": tokens, "src_mask": src_mask, "k": np.array([k], dtype=np.int64)}
+        feeds = {
+            "tokens": tokens,
+            "positions": positions,
+            "src_mask": src_mask,
+            "k": np.array([k], dtype=np.int64),
+        }
         feeds.update(zip(self.names.past, past, strict=True))
         feeds.update(zip(self.names.cross, cross, strict=True))
         return list(self.decoder.run([*fetch, *self.names.present], feeds))
@@ -200,6 +232,12 @@ class HostIO(DecoderRuns):
 
     def gather(self, values: Sequence[Value], index: np.ndarray) -> list[Value]:
         return self.rows.arrays(values, index)
+
+    def to_host(self, values: Sequence[Value]) -> list[np.ndarray]:
+        return list(values)
+
+    def from_host(self, arrays: Sequence[np.ndarray]) -> list[Value]:
+        return list(arrays)
 
 
 class DeviceIO(DecoderRuns):
@@ -238,6 +276,7 @@ class DeviceIO(DecoderRuns):
         self,
         fetch: list[str],
         tokens: np.ndarray,
+        positions: np.ndarray,
         src_mask: Value,
         past: Sequence[Value],
         cross: Sequence[Value],
@@ -245,6 +284,7 @@ class DeviceIO(DecoderRuns):
     ) -> list[Value]:
         binding = self.decoder.io_binding()
         binding.bind_cpu_input("tokens", tokens)
+        binding.bind_cpu_input("positions", positions)
         binding.bind_cpu_input("k", np.array([k], dtype=np.int64))
         binding.bind_ortvalue_input("src_mask", src_mask)
         for name, value in zip(self.names.past, past, strict=True):
@@ -269,6 +309,18 @@ class DeviceIO(DecoderRuns):
 
     def gather(self, values: Sequence[Value], index: np.ndarray) -> list[Value]:
         return self.rows.bound(values, index)
+
+    # Joining states and trimming padding go through the host on a device: a round trip
+    # per admission (not per step), unmeasured on a GPU so far; a Concat/Slice graph run on
+    # the device, as `gather` does, is the way to avoid it.
+    def to_host(self, values: Sequence[Value]) -> list[np.ndarray]:
+        return [v.numpy() for v in values]
+
+    def from_host(self, arrays: Sequence[np.ndarray]) -> list[Value]:
+        return [
+            ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), self.device, 0)
+            for a in arrays
+        ]
 
 
 _ELEMENT_TYPES = {

@@ -46,5 +46,8 @@ class TorchEngine(Engine):
         log_probs, state = self.decoder.step(state, tokens.to(self.device))
         return log_probs.cpu(), state
 
-    def select(self, state: TorchState, index: Tensor) -> TorchState:
-        return self.decoder.select(state, index.to(self.device))
+    def select(self, state: TorchState, rows: Tensor, sources: Tensor | None) -> TorchState:
+        return self.decoder.select(state, rows.to(self.device), None)
+
+    def concat(self, states: Sequence[TorchState]) -> TorchState:
+        return self.decoder.concat(states)
