@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.errors import install_error_handlers
 from service.metrics import Metrics
@@ -15,8 +16,10 @@ from service.middleware import (
     RateLimitMiddleware,
     RequestMetricsMiddleware,
 )
+from service.openapi import install_openapi
 from service.ratelimit import RateLimiter
 from service.routes import api_router
+from service.routes.web import install_web
 from service.settings import Settings
 from service.shutdown import Draining
 from service.translator import Translator
@@ -46,13 +49,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await translator.stop()
 
-    app = FastAPI(title="NMT service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc with their assets served from the app (fastapi-offline): no CDN.
+    app = FastAPIOffline(
+        title="NMT service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.draining = draining
     app.state.rate_limiter = rate_limiter
     install_error_handlers(app)
     app.include_router(api_router)
+    install_web(app)
+    install_openapi(app, settings)
     # The last added runs first: metrics see every response, the 413s and 429s included.
     app.add_middleware(RateLimitMiddleware, limiter=rate_limiter, api_keys=settings.api_keys)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)

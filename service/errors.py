@@ -40,6 +40,39 @@ class UnsupportedFormat(ServiceError):
     type = "unsupported_format"
 
 
+class LanguageNotDetected(ServiceError):
+    """Source "auto", and the text has nothing a detector can go by."""
+
+    status_code = 400
+    type = "language_not_detected"
+
+
+class InvalidMarkup(ServiceError):
+    """HTML over the size or nesting limits."""
+
+    status_code = 422
+    type = "invalid_markup"
+
+
+class InvalidFile(ServiceError):
+    """A file that cannot be translated: unknown kind, not UTF-8 text, or over the limits."""
+
+    status_code = 400
+    type = "invalid_file"
+
+
+class FileTooLarge(InvalidFile):
+    status_code = 413
+    type = "file_too_large"
+
+
+class FileNotFound(ServiceError):
+    """An unknown or expired download id."""
+
+    status_code = 404
+    type = "file_not_found"
+
+
 class Unauthorized(ServiceError):
     status_code = 401
     type = "unauthorized"

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _no_bool(value: object) -> object:
+    # pydantic's lax mode takes true/false as 1/0; JSON Schema's integer does not.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+# An integer that refuses booleans (a form's "2" is still read as 2).
+Integer = Annotated[int, BeforeValidator(_no_bool)]
 
 
 class TranslateRequest(BaseModel):
@@ -33,24 +44,39 @@ class TranslateRequest(BaseModel):
     text: str | list[str] = Field(
         description="One text or a list of texts; a text may hold several sentences and lines."
     )
-    source_lang: str = Field(description="Source language code.", examples=["en"])
+    source_lang: str = Field(
+        "auto",
+        description="Source language code; 'auto' (the default) detects each text's language.",
+        examples=["en"],
+    )
     target_lang: str = Field(description="Target language code.", examples=["de"])
-    beam_size: int | None = Field(
+    format: Literal["text", "html"] = Field(
+        "text", description="'html': translate the text and keep the markup."
+    )
+    beam_size: Integer | None = Field(
         None, description="Beam size (1 = greedy); the server's default when omitted."
     )
-    max_length: int | None = Field(
+    max_length: Integer | None = Field(
         None,
         ge=1,
         le=1024,
         description="Most tokens per output sentence; default twice the source plus ten.",
     )
-    alternatives: int = Field(0, ge=0, description="How many alternative translations to add.")
+    alternatives: Integer = Field(0, ge=0, description="How many alternative translations to add.")
+
+
+class DetectedLanguage(BaseModel):
+    language: str = Field(description="Language code.", examples=["en"])
+    confidence: float = Field(description="Confidence, 0-100.", examples=[97.0])
 
 
 class TranslationItem(BaseModel):
     text: str = Field(description="The best translation.")
     alternatives: list[str] | None = Field(
         None, description="The next best translations, when asked for."
+    )
+    detected_language: DetectedLanguage | None = Field(
+        None, description="With source_lang 'auto': the language detected for this text."
     )
 
 
@@ -104,14 +130,14 @@ class LibreTranslateRequest(BaseModel):
     )
 
     q: str | list[str] = Field(description="Text or list of texts.")
-    source: str = Field(description="Source language code ('auto' is not supported).")
+    source: str = Field(
+        "auto", description="Source language code, or 'auto' to detect each text's language."
+    )
     target: str = Field(description="Target language code.")
     format: Literal["text", "html"] = Field(
-        "text",
-        description="Only 'text'; 'html' is refused (400) rather than translated "
-        "with its markup stripped or mangled.",
+        "text", description="'html': translate the text and keep the markup."
     )
-    alternatives: int = Field(0, ge=0, description="How many alternatives to add.")
+    alternatives: Integer = Field(0, ge=0, description="How many alternatives to add.")
     api_key: str | None = Field(None, description="API key, when the server requires one.")
 
 
@@ -128,6 +154,40 @@ class LibreTranslateResponse(BaseModel):
 
     translatedText: str | list[str]  # noqa: N815 (LibreTranslate's field name)
     alternatives: list[str] | list[list[str]] | None = None
+    detectedLanguage: DetectedLanguage | list[DetectedLanguage] | None = Field(  # noqa: N815
+        None, description="With source 'auto': the detected language (a list when q was)."
+    )
+
+
+class DetectRequest(BaseModel):
+    """POST /detect (JSON, form or query string)."""
+
+    model_config = ConfigDict(
+        extra="ignore", json_schema_extra={"examples": [{"q": "Ein Hund rennt im Schnee."}]}
+    )
+
+    q: str = Field(description="The text whose language to detect.")
+    api_key: str | None = Field(None, description="API key, when the server requires one.")
+
+
+class FrontendSettingsResponse(BaseModel):
+    """GET /frontend/settings: LibreTranslate's fields, for web pages and clients."""
+
+    charLimit: int = Field(description="Most characters per text.")  # noqa: N815
+    frontendTimeout: int = Field(description="Debounce of translate-as-you-type, ms.")  # noqa: N815
+    keyRequired: bool = Field(description="Whether translation needs an API key.")  # noqa: N815
+    suggestions: bool = Field(description="Whether /suggest takes suggestions (never here).")
+    filesTranslation: bool = Field(description="Whether /translate_file works.")  # noqa: N815
+    supportedFilesFormat: list[str] = Field(examples=[[".txt", ".html"]])  # noqa: N815
+    language: dict[str, dict[str, str]] = Field(
+        description="Default source and target: {source: {code, name}, target: {code, name}}."
+    )
+
+
+class TranslateFileResponse(BaseModel):
+    translatedFileUrl: str = Field(  # noqa: N815
+        examples=["http://localhost:8000/download_file/Xy3...-notes.de.txt"]
+    )
 
 
 class LanguageResponse(BaseModel):

@@ -78,6 +78,32 @@ class Settings(BaseSettings):
     )
     max_chars: int = Field(default=5000, ge=1, description="Most characters in one text.")
     max_texts: int = Field(default=64, ge=1, description="Most texts in one request.")
+    # ----- HTML, files (LibreTranslate's /translate_file) -----
+    max_html_depth: int = Field(
+        default=128, ge=1, description="Deepest element nesting accepted in HTML input."
+    )
+    max_file_bytes: int = Field(
+        default=512 * 1024,
+        ge=1,
+        description="Largest file /translate_file takes (.txt or .html, UTF-8); beyond: 413.",
+    )
+    max_file_chars: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most characters in one file to translate (markup included); its text is "
+        "translated in pieces of at most max_chars. A `q` in format html is held to max_chars.",
+    )
+    files_dir: Path | None = Field(
+        default=None,
+        description="Directory of the translated files waiting for download; nothing else is "
+        "written there. Default: nmt-files in the system's temporary directory.",
+    )
+    files_ttl_s: float = Field(
+        default=3600, gt=0, description="How long a translated file can be downloaded."
+    )
+    max_files: int = Field(
+        default=100, ge=1, description="Most translated files kept; the oldest go first."
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         repr=False,
@@ -203,6 +229,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    def resolved_files_dir(self) -> Path:
+        """Where translated files wait: files_dir, or nmt-files in the temporary directory."""
+        if self.files_dir is not None:
+            return self.files_dir
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "nmt-files"
 
     def resolved_device(self) -> str:
         """The device `auto` stands for on this machine."""

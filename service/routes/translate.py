@@ -6,8 +6,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
+from service.compose import check_texts, translate_documents, translate_texts
+from service.detect import Detection
+from service.markup import MarkupLimits
 from service.routes.deps import TranslatorDep, require_api_key, unless_disconnected
-from service.schemas import ErrorResponse, TranslateRequest, TranslateResponse, TranslationItem
+from service.schemas import (
+    DetectedLanguage,
+    ErrorResponse,
+    TranslateRequest,
+    TranslateResponse,
+    TranslationItem,
+)
 
 router = APIRouter(prefix="/v1", tags=["translate"], dependencies=[Depends(require_api_key)])
 
@@ -15,7 +24,8 @@ router = APIRouter(prefix="/v1", tags=["translate"], dependencies=[Depends(requi
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": what}
     for code, what in {
-        400: "Invalid JSON, or an unsupported language pair or format",
+        400: "Invalid JSON, an unsupported language pair or format, or a language that "
+        "could not be detected",
         401: "Missing or invalid API key",
         413: "Request body too large",
         415: "Body not sent as application/json",
@@ -31,23 +41,38 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def translate(
     body: TranslateRequest, request: Request, translator: TranslatorDep
 ) -> TranslateResponse:
-    """Translate one text or a list; multi-sentence texts keep their whitespace and lines."""
+    """Translate one text or a list; multi-sentence texts keep their whitespace and lines.
+    source_lang "auto" (the default) detects each text's language; format "html" keeps the
+    markup."""
     texts = [body.text] if isinstance(body.text, str) else body.text
-    result = await unless_disconnected(
-        request,
-        translator.translate(
+    if body.format == "html":
+        check_texts(translator, texts)
+        limits = MarkupLimits(translator.settings.max_chars, translator.settings.max_html_depth)
+        work = translate_documents(translator, texts, body.source_lang, body.target_lang, limits)
+    else:
+        work = translate_texts(
+            translator,
             texts,
             body.source_lang,
             body.target_lang,
             beam_size=body.beam_size,
             max_length=body.max_length,
             alternatives=body.alternatives,
-        ),
-    )
+        )
+    result = await unless_disconnected(request, work)
+    detections: list[Detection | None] = [None] * len(texts)
+    if result.detections is not None:
+        detections = list(result.detections)
     return TranslateResponse(
         translations=[
-            TranslationItem(text=t, alternatives=a if body.alternatives else None)
-            for t, a in zip(result.texts, result.alternatives, strict=True)
+            TranslationItem(
+                text=t,
+                alternatives=a if body.alternatives else None,
+                detected_language=None
+                if d is None
+                else DetectedLanguage(language=d.language or "", confidence=d.confidence),
+            )
+            for t, a, d in zip(result.texts, result.alternatives, detections, strict=True)
         ],
         model=result.model,
         backend=result.backend,
