@@ -7,7 +7,7 @@ import hmac
 import json
 import time
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -104,8 +104,9 @@ class RateLimitMiddleware:
     """Per-client request and character limits on every POST (the translation routes).
 
     It reads the body first (BodyLimitMiddleware, outside it, still bounds it) to count the
-    characters of `text` (own API) or `q` (LibreTranslate, JSON or form) and to find
-    LibreTranslate's `api_key` field, then hands the same body to the route.
+    characters of `text` (own API), `q` (LibreTranslate, JSON or form) or an uploaded `file`
+    (/translate_file), and to find LibreTranslate's `api_key` field, then hands the same
+    body to the route.
     """
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter, api_keys: list[str]) -> None:
@@ -185,7 +186,14 @@ async def _read_fields(request: Request) -> dict[str, object]:
             return data if isinstance(data, dict) else {}
         if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             async with request.form() as form:
-                return {k: v[0] if len(v := form.getlist(k)) == 1 else v for k in form}
+                fields: dict[str, object] = {
+                    k: v[0] if len(v := form.getlist(k)) == 1 else v for k in form
+                }
+                # A file to translate (/translate_file) counts as its text.
+                upload = fields.get("file")
+                if isinstance(upload, UploadFile) and "q" not in fields:
+                    fields["q"] = (await upload.read()).decode("utf-8", errors="replace")
+                return fields
     except (ValueError, HTTPException):
         pass
     return {}

@@ -71,6 +71,13 @@ async def test_character_limit_counts_texts_and_refusals_cost_nothing(
         assert form.status_code == 429
         too_big = await post(client, "x" * 41)
         assert too_big.status_code == 429 and "over the limit" in too_big.json()["error"]["message"]
+        # A file to translate counts as its text.
+        upload = await client.post(
+            "/translate_file",
+            data={"source": "en", "target": "de"},
+            files={"file": ("a.txt", b"x" * 41, "text/plain")},
+        )
+        assert upload.status_code == 429 and "41 characters" in upload.json()["error"]["message"]
 
 
 @in_a_loop
