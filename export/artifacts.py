@@ -6,11 +6,15 @@ is built in a temporary sibling and renamed into place, so a reader sees a whole
 none; two processes exporting the same model at once both succeed and one result is kept.
 A variant is reused only if its manifest names the same checkpoint hash and graph format:
 graphs exported by an older version of this code are replaced, not fed to a newer engine.
+The manifest also holds each graph file's sha256, checked whenever the variant is looked up,
+so that a corrupt cache (a truncated decoder.onnx) is exported again instead of loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +34,8 @@ PRECISIONS = ("fp32", "int8", "fp16")
 # 6: a position per row and a left-padded, masked past (continuous batching)
 GRAPH_FORMAT = 6
 REPO = Path(__file__).resolve().parents[1]
+
+log = logging.getLogger(__name__)
 
 
 def artifacts_root() -> Path:
@@ -111,7 +117,23 @@ def _is_current(directory: Path, version: str) -> bool:
     if not manifest.exists():
         return False
     values = json.loads(manifest.read_text())
-    return bool(values.get("model_hash") == version and values.get("format") == GRAPH_FORMAT)
+    if values.get("model_hash") != version or values.get("format") != GRAPH_FORMAT:
+        return False
+    # Manifests written before checksums were recorded have none, and are trusted as before.
+    expected = values.get("sha256")
+    if expected is not None and expected != _checksums(directory):
+        log.warning("%s: graph files do not match their checksums; exporting again", directory)
+        return False
+    return True
+
+
+def _checksums(directory: Path) -> dict[str, str]:
+    """sha256 of every file of a variant but its manifest."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
 
 
 def _ensure(final: Path, version: str, build: Callable[[Path], None]) -> GraphSet:
@@ -160,6 +182,7 @@ def _manifest(directory: Path, version: str, precision: str) -> dict[str, Any]:
         "n_decoder_layers": n_layers,
         "encoder": {"inputs": names.encoder_inputs, "outputs": names.encoder_outputs},
         "decoder": {"inputs": names.decoder_inputs, "outputs": names.decoder_outputs},
+        "sha256": _checksums(directory),
         "versions": {
             "torch": torch.__version__,
             "onnx": onnx.__version__,
