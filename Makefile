@@ -15,6 +15,8 @@ ARTIFACTS_DIR ?= $(or $(NMT_ARTIFACTS_DIR),artifacts)
 HOST ?= 0.0.0.0
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The directions `make train` trains (configs/<pair>.json), e.g. TRAIN_PAIRS="en-fr fr-en".
+TRAIN_PAIRS ?= en-de de-en en-fr fr-en en-cs cs-en
 # Empty: pip's own configuration finds torch. Elsewhere, point it at PyTorch's CPU wheels:
 #   make serve TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 TORCH_INDEX_URL ?=
@@ -72,9 +74,10 @@ bench: $(DEV_STAMP) export ## engine and service benchmarks (results under bench
 	$(BIN)/python -m bench.engines
 	$(BIN)/python -m bench.service
 
-train: $(STAMP) ## train the shipped models from scratch (hours on CPU)
-	$(BIN)/python -m model.train --config configs/en-de.json
-	$(BIN)/python -m model.train --config configs/de-en.json
+# One after another: each run takes every core it is given. A killed run resumes from its
+# runs/<pair>/last.pt when started again with the same command.
+train: $(STAMP) ## train every direction in TRAIN_PAIRS into models/ (hours on CPU)
+	for pair in $(TRAIN_PAIRS); do $(BIN)/python -m model.train --config configs/$$pair.json; done
 
 clean: ## remove exported graphs and tool caches (keeps .venv and models)
 	rm -rf $(ARTIFACTS_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -99,10 +99,10 @@ class Translator:
         self._loading = asyncio.create_task(self._load_all(), name="load-models")
 
     async def _load_all(self) -> None:
-        # Pairs load in parallel, up to one per CPU: reading weights, building ORT sessions
-        # and warming up mostly run outside the GIL. Graph exports (first start) still take
-        # turns inside load_onnx: torch.onnx keeps global state.
-        workers = max(1, min(len(self.model_dirs), available_cpus()))
+        # Pairs load in parallel (NMT_LOAD_WORKERS, default one per CPU): building ORT
+        # sessions and warming up run mostly outside the GIL. Graph exports (first start)
+        # still take turns inside load_onnx: torch.onnx keeps global state.
+        workers = max(1, min(len(self.model_dirs), self.settings.load_workers or available_cpus()))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
         try:
             await asyncio.gather(*(self._load_pair(pair, pool) for pair in self.model_dirs))

@@ -127,9 +127,11 @@ def test_health_reports_each_pair_ready(served: Served) -> None:
     assert {m["state"] for m in models.values()} == {"ready"}
 
 
-def test_every_pair_is_loading_until_loaded(tiny_pivot_models_dir: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 0])  # one pair at a time; one per CPU
+def test_every_pair_is_loading_until_loaded(tiny_pivot_models_dir: Path, workers: int) -> None:
     async def scenario() -> None:
-        translator = Translator(tiny_settings(tiny_pivot_models_dir), Metrics())
+        settings = tiny_settings(tiny_pivot_models_dir, load_workers=workers)
+        translator = Translator(settings, Metrics())
         await translator.start()  # loading runs in the background: nothing has loaded yet
         health = translator.health()
         assert health.status == "loading" and not health.ready
