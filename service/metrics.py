@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+STEP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1)
 
 
 class Metrics:
@@ -52,7 +53,8 @@ class Metrics:
         )
         self.inference_time = Histogram(
             "nmt_inference_seconds",
-            "Duration of one engine call",
+            "Duration of one engine call (static scheduler), or of one sentence's "
+            "decoding from its admission to its result (continuous)",
             ["pair", "backend"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -83,6 +85,53 @@ class Metrics:
         self.rate_limit_errors = Counter(
             "nmt_rate_limit_errors",
             "Rate limit checks the storage failed; those requests were let through",
+            registry=r,
+        )
+
+        # ----- the continuous scheduler (service/scheduler.py) -----
+        self.running_rows = Gauge(
+            "nmt_running_sentences",
+            "Sentences decoding in the running batches",
+            ["pair"],
+            registry=r,
+        )
+        self.admitted = Histogram(
+            "nmt_admitted_per_step",
+            "Sentences admitted into the running batches at one step boundary",
+            ["pair"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.step_time = Histogram(
+            "nmt_step_seconds",
+            "Duration of one decoding step of a running batch",
+            ["pair", "backend"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.kv_tokens = Gauge(
+            "nmt_kv_cache_tokens",
+            "KV-cache positions held by the running batches (padding included)",
+            ["pair"],
+            registry=r,
+        )
+        self.kv_budget = Gauge(
+            "nmt_kv_cache_budget_tokens",
+            "KV-cache positions the running batches may reserve (NMT_MAX_KV_TOKENS)",
+            ["pair"],
+            registry=r,
+        )
+        self.first_step = Histogram(
+            "nmt_admission_to_first_step_seconds",
+            "Time from a sentence's admission (encoding included) to the end of its first step",
+            ["pair"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallback_sentences = Counter(
+            "nmt_fallback_sentences",
+            "Sentences moved to the PyTorch fallback after an ONNX Runtime failure",
+            ["pair"],
             registry=r,
         )
 

@@ -1,7 +1,8 @@
 """Models directory -> one runner per language pair: its engines and the fallback policy.
 
-Everything here is synchronous and runs on the pair's engine thread; the batcher decides
-when, this module decides on which engine and what to do when an engine fails.
+Everything here is synchronous and runs on the pair's engine threads; the batcher and its
+scheduler decide when, this module on which engine (the active one) and what a failure
+of the primary engine switches to.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ class ModelRunner:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer.encode(texts)]
 
+    def primary_failed(self, sentences: int) -> None:
+        """ORT failed under a batch of sentences: they and the next batches go to the
+        fallback for PRIMARY_RETRY_S (readiness says degraded meanwhile)."""
+        self._primary_failed_at = time.monotonic()
+        self.metrics.fallbacks.labels(self.pair, "batch_failed").inc()
+        self.metrics.fallback_sentences.labels(self.pair).inc(sentences)
+
     def _cooling_down(self) -> bool:
         failed = self._primary_failed_at
         return failed is not None and time.monotonic() - failed < PRIMARY_RETRY_S
@@ -104,8 +112,7 @@ class ModelRunner:
                     exc,
                     self.fallback.backend,
                 )
-                self._primary_failed_at = time.monotonic()
-                self.metrics.fallbacks.labels(self.pair, "batch_failed").inc()
+                self.primary_failed(len(texts))
                 engine = self.fallback
                 try:
                     return BatchResult(engine.backend, self._call(engine, texts, options))

@@ -51,7 +51,10 @@ class Settings(BaseSettings):
         "The PyTorch fallback runs fp32, or fp16 on a GPU when fp16 is asked for.",
     )
     max_batch_size: int = Field(
-        default=32, ge=1, description="Most sentences in one engine call; 1 turns batching off."
+        default=32,
+        ge=1,
+        description="Most sentences in one engine call (static scheduler) or in one "
+        "running batch (continuous: per stream and beam size); 1 turns batching off."
     )
     max_batch_tokens: int = Field(
         default=4096,
@@ -65,6 +68,21 @@ class Settings(BaseSettings):
         description="How long a batch stays open for more sentences after its first one "
         "arrived, when it is neither full nor over the token budget. Under load batches fill "
         "while the engine is busy anyway; this only adds latency to a lone request.",
+    )
+    scheduler: Literal["continuous", "static"] = Field(
+        default="continuous",
+        description="continuous: sentences join and leave running batches between decoding "
+        "steps (one running batch per stream and beam size; NMT_MAX_BATCH_SIZE sentences "
+        "each, within NMT_MAX_KV_TOKENS); static: a batch closes (NMT_MAX_BATCH_SIZE, "
+        "NMT_MAX_BATCH_TOKENS, NMT_MAX_WAIT_MS) and runs to its longest sentence.",
+    )
+    max_kv_tokens: int = Field(
+        default=65536,
+        ge=1,
+        description="Continuous scheduler: KV-cache positions per language pair that running "
+        "sentences may reserve (rows x longest output budget + source positions; one "
+        "position is 2 x layers x d_model floats, 6 KiB for the shipped models). A "
+        "sentence waits for room; one alone always runs.",
     )
     max_queue_size: int = Field(
         default=1024,

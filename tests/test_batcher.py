@@ -1,4 +1,6 @@
-"""The dynamic batcher over a real tiny torch engine: sharing, grouping, limits, cancellation."""
+"""The static batcher over a real tiny torch engine: sharing, grouping, limits, cancellation.
+
+(The continuous scheduler, the default, is tested in tests/test_scheduler.py.)"""
 
 from __future__ import annotations
 
@@ -36,7 +38,12 @@ def engine(tiny_model_dir: Path) -> Engine:
 def make_batcher(engine: Engine, **limits: Any) -> tuple[Batcher, Metrics]:
     metrics = Metrics()
     values: dict[str, Any] = dict(
-        max_batch_size=32, max_batch_tokens=4096, max_wait_s=LONG_WAIT, max_queue_size=64
+        max_batch_size=32,
+        max_batch_tokens=4096,
+        max_wait_s=LONG_WAIT,
+        max_queue_size=64,
+        scheduler="static",
+        max_kv_tokens=65536,
     )
     values.update(limits)
     batcher = Batcher(ModelRunner("en-de", engine, None, metrics), metrics=metrics, **values)

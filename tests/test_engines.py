@@ -351,7 +351,9 @@ def test_a_sentence_decodes_the_same_alone_in_a_full_batch_and_joining_late(
     sources = composition_sources(engine, texts)
     alone = decode_alone(engine, sources, width)
     full = decode_joining(engine, sources, width, [(0, list(range(len(sources))))])
-    late = decode_joining(engine, sources, width, [(0, [3, 0]), (1, [1]), (2, [7, 2]), (5, [4, 5, 6])])
+    late = decode_joining(
+        engine, sources, width, [(0, [3, 0]), (1, [1]), (2, [7, 2]), (5, [4, 5, 6])]
+    )
     assert full == alone
     assert late == alone
     assert all(hyps for hyps in alone)

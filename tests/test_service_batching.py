@@ -1,4 +1,7 @@
-"""Batching, backpressure, deadlines, disconnects, readiness and draining through HTTP."""
+"""Batching, backpressure, deadlines, disconnects, readiness and draining through HTTP.
+
+The batch-sharing tests hold batches open (max_wait_ms), which only the static scheduler
+does: they run it (NMT_SCHEDULER=static); the continuous one has its own tests below."""
 
 from __future__ import annotations
 
@@ -16,6 +19,12 @@ from tests.service_helpers import in_process, serve, tiny_settings, translate_bo
 HOLD = 60_000  # max_wait_ms that keeps a batch open until it fills or the service drains
 
 
+@pytest.fixture
+def static(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The static scheduler, for every Batcher the service builds."""
+    monkeypatch.setenv("NMT_SCHEDULER", "static")
+
+
 def batch_stats(app: object) -> tuple[int, int]:
     metrics = app.state.metrics  # type: ignore[attr-defined]
     labels = {"pair": "en-de", "backend": "onnx"}
@@ -25,7 +34,7 @@ def batch_stats(app: object) -> tuple[int, int]:
     )
 
 
-def test_concurrent_requests_share_batches(tiny_models_dir: Path) -> None:
+def test_concurrent_requests_share_batches(tiny_models_dir: Path, static: None) -> None:
     async def scenario() -> None:
         settings = tiny_settings(tiny_models_dir, max_batch_size=8, max_wait_ms=HOLD)
         async with in_process(settings) as (app, client):
@@ -40,7 +49,7 @@ def test_concurrent_requests_share_batches(tiny_models_dir: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_batching_off_runs_one_sentence_per_call(tiny_models_dir: Path) -> None:
+def test_batching_off_runs_one_sentence_per_call(tiny_models_dir: Path, static: None) -> None:
     async def scenario() -> None:
         async with in_process(tiny_settings(tiny_models_dir, max_batch_size=1)) as (app, client):
             replies = await asyncio.gather(
@@ -56,7 +65,7 @@ def test_batching_off_runs_one_sentence_per_call(tiny_models_dir: Path) -> None:
 
 
 def test_full_queue_gets_429_and_accepted_work_is_drained_at_shutdown(
-    tiny_models_dir: Path,
+    tiny_models_dir: Path, static: None
 ) -> None:
     async def scenario() -> None:
         settings = tiny_settings(tiny_models_dir, max_queue_size=2, max_wait_ms=HOLD)
@@ -81,7 +90,9 @@ def test_full_queue_gets_429_and_accepted_work_is_drained_at_shutdown(
     asyncio.run(scenario())
 
 
-def test_past_deadline_gets_504_and_its_work_is_dropped(tiny_models_dir: Path) -> None:
+def test_past_deadline_gets_504_and_its_work_is_dropped(
+    tiny_models_dir: Path, static: None
+) -> None:
     async def scenario() -> None:
         settings = tiny_settings(tiny_models_dir, request_timeout_s=0.2, max_wait_ms=HOLD)
         async with in_process(settings) as (app, client):
@@ -94,7 +105,7 @@ def test_past_deadline_gets_504_and_its_work_is_dropped(tiny_models_dir: Path) -
     asyncio.run(scenario())
 
 
-def test_disconnected_client_work_is_dropped(tiny_models_dir: Path) -> None:
+def test_disconnected_client_work_is_dropped(tiny_models_dir: Path, static: None) -> None:
     settings = tiny_settings(tiny_models_dir, max_wait_ms=HOLD, max_batch_size=8)
     with serve(settings) as served:
         with pytest.raises(httpx.ReadTimeout):
@@ -143,3 +154,42 @@ def test_missing_models_dir_fails_at_startup(tmp_path: Path) -> None:
                 pass
 
     asyncio.run(scenario())
+
+
+def test_continuous_scheduler_serves_as_static_does_and_drains_at_shutdown(
+    tiny_models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default scheduler through HTTP: concurrent requests (greedy, beam, alternatives)
+    get the static scheduler's translations; leaving the lifespan right after sending them
+    still answers every one."""
+    bodies = [
+        translate_body(f"A man number {i} walks.", beam_size=1 + i % 3, alternatives=i % 2)
+        for i in range(8)
+    ]
+
+    async def scenario(scheduler: str) -> list[object]:
+        monkeypatch.setenv("NMT_SCHEDULER", scheduler)
+        settings = tiny_settings(tiny_models_dir, max_batch_size=8, max_wait_ms=HOLD)
+        async with in_process(settings) as (app, client):
+            assert app.state.translator.batchers["en-de"].scheduler == scheduler
+            replies = await asyncio.gather(*(client.post("/v1/translate", json=b) for b in bodies))
+            assert [r.status_code for r in replies] == [200] * 8
+            late = [asyncio.create_task(client.post("/v1/translate", json=b)) for b in bodies]
+            batcher = app.state.translator.batchers["en-de"]
+
+            def accepted() -> float:
+                """Sentences the scheduler took (queue wait observed) or holds."""
+                taken = app.state.metrics.value("nmt_queue_wait_seconds_count", pair="en-de")
+                return taken + batcher.depth
+
+            await wait_until(lambda: accepted() >= 16)
+        # the lifespan drained the late ones
+        async with asyncio.timeout(30):
+            assert [(await r).status_code for r in late] == [200] * 8
+        if scheduler == "continuous":
+            metrics = app.state.metrics
+            assert metrics.value("nmt_admitted_per_step_sum", pair="en-de") >= 8
+            assert metrics.value("nmt_running_sentences", pair="en-de") == 0
+        return [r.json()["translations"] for r in replies]
+
+    assert asyncio.run(scenario("continuous")) == asyncio.run(scenario("static"))

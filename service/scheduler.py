@@ -1,0 +1,381 @@
+"""The continuous scheduler: iteration-level batching on a pair's engine threads.
+
+A batch never closes. Each engine thread (one per stream of the pair's engine: on the CPU
+one per core) runs a loop of three parts, as vLLM's engine core does:
+
+- schedule: take waiting sentences from the head of the pair's queue, as many as fit its
+  row budget (`max_sentences` per thread, the threads sharing the queue fairly) and the
+  pair's KV-cache budget (`max_kv_tokens` cache positions, reserved at each sentence's
+  whole output budget, so a running batch never outgrows it);
+- execute: tokenize and encode them, join them to the running batch of their width (beam
+  search: after their first step, taken alone), then one decoder step for every row;
+- update: resolve the futures of the sentences that finished at once (from this thread,
+  through the event loop's call_soon_threadsafe), and drop cancelled sentences (a deadline
+  passed, a client left) at the next step, freeing their rows.
+
+Sentences with the same rows per sentence share a running batch: all greedy sentences,
+and beam sentences of one beam size, whatever their output budget or number of
+alternatives (a per-sentence choice inside a batch). Beam sizes differ in the rows a
+sentence takes, and the decoder graph takes one group size per call, so each beam size
+has its own running batch, stepped in turn on the same thread.
+
+If ONNX Runtime fails in the middle of a batch, the sentences of that batch go back to
+the head of the queue and are decoded again from their source on the PyTorch fallback
+(the fp32 tokens are the same): none is lost. A batch failing on the last engine left is
+retried one sentence at a time, so a sentence that breaks the engine fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.search import BeamBatch, SearchBatch, Sentence, batch_width
+from service.engine.base import Engine, Translation
+from service.errors import InferenceFailed
+from service.metrics import Metrics
+from service.registry import DecodeOptions, ModelRunner
+
+log = logging.getLogger(__name__)
+
+# The search's length-penalty alpha, as Engine.translate uses it.
+ALPHA = 0.6
+
+
+@dataclass(eq=False)
+class Work:
+    """One sentence waiting or decoding, and how its outcome goes back to its request."""
+
+    text: str
+    n_tokens: int
+    options: DecodeOptions
+    # Called once, on an engine thread, with the Translation or the error; it must be
+    # thread-safe (the Batcher hands it to the event loop with call_soon_threadsafe).
+    resolve: Callable[[Translation | Exception, str], None]
+    enqueued: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    isolate: bool = False  # decode alone: its batch failed on the last engine left
+    on_fallback: bool = False  # its batch failed on ORT: it finishes on the fallback
+    admitted: float = 0.0  # when admitted, until its first step ended
+    started: float = 0.0  # when admitted
+
+    @property
+    def width(self) -> int:
+        return batch_width(self.options.beam_size, 1 + self.options.num_alternatives)
+
+
+@dataclass
+class _Running:
+    """A running batch and the engine it decodes on."""
+
+    engine: Engine
+    batch: SearchBatch
+
+
+class ContinuousScheduler:
+    """The waiting queue of one pair and the engine threads that run its batches."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        *,
+        max_sentences: int,
+        max_kv_tokens: int,
+        max_batch_tokens: int,
+        metrics: Metrics,
+        threads: int | None = None,
+    ) -> None:
+        self.runner = runner
+        self.max_sentences = max_sentences
+        self.max_kv_tokens = max_kv_tokens
+        self.max_batch_tokens = max_batch_tokens
+        self.metrics = metrics
+        pair = runner.pair
+        self._waiting: deque[Work] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._cancels = 0  # bumped by cancel(); a thread scans its batches when it changed
+        count = threads or max(1, runner.active.streams)
+        self._sentences = [0] * count  # running sentences per thread
+        self._reserved = [0] * count  # KV-cache positions reserved per thread
+        self._kv_used = [0] * count
+        self._m_rows = metrics.running_rows.labels(pair)
+        self._m_kv = metrics.kv_tokens.labels(pair)
+        metrics.kv_budget.labels(pair).set(max_kv_tokens)
+        self._m_depth = metrics.queue_depth.labels(pair)
+        self._threads = [
+            threading.Thread(target=self._loop, args=(i,), name=f"engine-{pair}-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # ----- the asyncio side (any thread) -----
+    @property
+    def depth(self) -> int:
+        return len(self._waiting)
+
+    def submit(self, works: Iterable[Work]) -> None:
+        with self._cond:
+            self._waiting.extend(works)
+            self._m_depth.set(len(self._waiting))
+            self._cond.notify_all()
+
+    def cancel(self, work: Work) -> bool:
+        """Drop a sentence: from the queue now (True), or from its batch at the next step."""
+        work.cancelled = True
+        with self._cond:
+            try:
+                self._waiting.remove(work)
+            except ValueError:
+                self._cancels += 1
+                return False
+            self._m_depth.set(len(self._waiting))
+            return True
+
+    def close(self) -> None:
+        """Finish every waiting and running sentence, then stop the threads (blocking)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+
+    # ----- one engine thread -----
+    def _loop(self, index: int) -> None:
+        running: dict[tuple[int, int, int], _Running] = {}
+        cancels = 0
+        while True:
+            with self._cond:
+                while not self._waiting and not running and not self._closing:
+                    self._cond.wait()
+                if self._closing and not self._waiting and not running:
+                    return
+                taken = self._schedule(index, running)
+                scan = cancels != self._cancels
+                cancels = self._cancels
+            try:
+                if taken:
+                    self._admit(taken, running)
+                if scan:
+                    self._drop_cancelled(running)
+                for key, run in list(running.items()):
+                    if run.batch.sentences:
+                        self._step(key, run, running)
+                    if key in running and not running[key].batch.sentences:
+                        del running[key]
+            except Exception:  # a bug here must not leave requests waiting forever
+                log.exception("%s: scheduler thread %d failed", self.runner.pair, index)
+                for run in running.values():
+                    self._fail(run.batch.live_owners, InferenceFailed("the engine failed"))
+                running.clear()
+            self._account(index, running)
+
+    def _account(self, index: int, running: dict[Any, _Running]) -> None:
+        batches = [r.batch for r in running.values()]
+        self._sentences[index] = sum(b.sentences for b in batches)
+        self._reserved[index] = sum(b.reserved_kv_tokens() for b in batches)
+        self._kv_used[index] = sum(b.kv_tokens for b in batches)
+        self._m_rows.set(sum(self._sentences))
+        self._m_kv.set(sum(self._kv_used))
+
+    def _schedule(self, index: int, running: dict[Any, _Running]) -> list[Work]:
+        """Under the lock: the waiting sentences this thread admits now, from the head."""
+        if not self._waiting:
+            return []
+        threads = len(self._threads)
+        mine = self._sentences[index]
+        total = sum(self._sentences) + len(self._waiting)
+        room = min(self.max_sentences, math.ceil(total / threads)) - mine
+        reserved = start = sum(self._reserved)
+        engine = self.runner.active
+        # (rows, sentences, longest budget, longest source) of each batch this admits into
+        shapes: dict[int, list[int]] = {}
+        for run in running.values():
+            b = run.batch
+            if run.engine is engine and len(b.budget):
+                longest, source = int(b.budget.max()), int(b.src_len.max())
+                shapes[b.width] = [b.sentences * b.width, b.sentences, longest, source]
+        taken: list[Work] = []
+        while self._waiting and len(taken) < room:
+            work = self._waiting[0]
+            if work.cancelled:
+                self._waiting.popleft()
+                continue
+            width = work.width
+            budget = engine.budget(work.n_tokens, work.options.max_length)
+            rows, n, longest, source = shapes.get(width, [0, 0, 0, 0])
+            before = rows * longest + n * source
+            after = (rows + width) * max(longest, budget) + (n + 1) * max(source, work.n_tokens)
+            idle = mine == 0 and not taken
+            if not idle and reserved + after - before > self.max_kv_tokens:
+                break  # the head waits for cache room: first come, first served
+            if work.isolate and taken:
+                break  # a sentence retried alone is admitted on its own
+            reserved += after - before
+            shapes[width] = [rows + width, n + 1, max(longest, budget), max(source, work.n_tokens)]
+            taken.append(self._waiting.popleft())
+            if work.isolate:
+                break
+        self._m_depth.set(len(self._waiting))
+        # what this thread will hold, so the others see it before the next step's account
+        self._sentences[index] += len(taken)
+        self._reserved[index] += reserved - start
+        return taken
+
+    def _admit(self, works: list[Work], running: dict[tuple[int, int, int], _Running]) -> None:
+        """Tokenize, encode and join to the running batches (here, on the engine thread)."""
+        runner = self.runner
+        now = time.monotonic()
+        pair = runner.pair
+        self.metrics.admitted.labels(pair).observe(len(works))
+        groups: dict[tuple[Engine, int, int], list[Work]] = {}
+        for work in works:
+            work.admitted = work.started = now
+            self.metrics.queue_wait.labels(pair).observe(now - work.enqueued)
+            engine = runner.active
+            if work.on_fallback and runner.fallback is not None:
+                engine = runner.fallback  # even if ORT's cool-down is over meanwhile
+            slot = (engine, work.width, id(work) if work.isolate else 0)
+            groups.setdefault(slot, []).append(work)
+        self.metrics.input_tokens.labels(pair).inc(sum(w.n_tokens for w in works))
+        for (engine, width, alone), group in groups.items():
+            for chunk in self._encoder_chunks(group):
+                try:
+                    fresh = self._encode(engine, chunk, width)
+                    done = fresh.widen() if isinstance(fresh, BeamBatch) else []
+                except Exception as exc:
+                    self._failed(engine, chunk, exc)
+                    continue
+                self._finish(engine, done)
+                key = (id(engine), width, alone)
+                if key in running:
+                    try:
+                        running[key].batch.concatenate(fresh)
+                    except Exception as exc:
+                        self._failed(engine, running.pop(key).batch.live_owners + chunk, exc)
+                else:
+                    running[key] = _Running(engine, fresh)
+
+    def _encoder_chunks(self, group: list[Work]) -> Iterable[list[Work]]:
+        """Admitted sentences in encoder calls within max_batch_tokens (padding included)."""
+        chunk: list[Work] = []
+        longest = 0
+        for work in group:
+            longest_next = max(longest, work.n_tokens)
+            if chunk and (len(chunk) + 1) * longest_next > self.max_batch_tokens:
+                yield chunk
+                chunk, longest_next = [], work.n_tokens
+            chunk.append(work)
+            longest = longest_next
+        if chunk:
+            yield chunk
+
+    @staticmethod
+    def _encode(engine: Engine, works: list[Work], width: int) -> SearchBatch:
+        sources = engine.encode_texts([w.text for w in works])
+        sentences = [
+            Sentence(
+                source,
+                engine.budget(len(source), w.options.max_length),
+                1 + w.options.num_alternatives,
+                ALPHA,
+                w,
+            )
+            for source, w in zip(sources, works, strict=True)
+        ]
+        return engine.new_batch(sentences, width)
+
+    def _step(self, key: Any, run: _Running, running: dict[Any, _Running]) -> None:
+        pair, backend = self.runner.pair, run.engine.backend
+        batch = run.batch
+        start = time.perf_counter()
+        try:
+            done = batch.step()
+        except Exception as exc:
+            del running[key]
+            self._failed(run.engine, batch.live_owners, exc)
+            return
+        end = time.perf_counter()
+        self.metrics.step_time.labels(pair, backend).observe(end - start)
+        self.metrics.batch_size.labels(pair, backend).observe(batch.sentences + len(done))
+        now = time.monotonic()
+        for work in batch.live_owners + [owner for owner, _ in done]:
+            if work.admitted:
+                self.metrics.first_step.labels(pair).observe(now - work.admitted)
+                work.admitted = 0.0
+        self._finish(run.engine, done)
+
+    def _finish(self, engine: Engine, done: list[tuple[Any, list[Any]]]) -> None:
+        if not done:
+            return
+        translations = engine.translations([hyps for _, hyps in done])
+        self.metrics.output_tokens.labels(self.runner.pair).inc(
+            sum(len(t.tokens) for t in translations)
+        )
+        now = time.monotonic()
+        decoding = self.metrics.inference_time.labels(self.runner.pair, engine.backend)
+        for (work, _), translation in zip(done, translations, strict=True):
+            decoding.observe(now - work.started)
+            if not work.cancelled:
+                work.resolve(translation, engine.backend)
+
+    def _drop_cancelled(self, running: dict[Any, _Running]) -> None:
+        for run in running.values():
+            gone = {id(w) for w in run.batch.live_owners if w.cancelled}
+            if gone:
+                dropped = run.batch.drop(gone)
+                self.metrics.dropped.labels(self.runner.pair).inc(dropped)
+
+    def _failed(self, engine: Engine, works: list[Work], exc: Exception) -> None:
+        """A batch failed: its sentences go to the fallback, or are retried one by one."""
+        works = [w for w in works if not w.cancelled]
+        runner = self.runner
+        if not works:
+            return
+        if engine is runner.primary and runner.fallback is not None:
+            log.warning(
+                "%s: batch of %d failed on %s (%r); its sentences finish on %s",
+                runner.pair,
+                len(works),
+                engine.backend,
+                exc,
+                runner.fallback.backend,
+            )
+            runner.primary_failed(len(works))
+            for work in works:
+                work.on_fallback = True
+            self._requeue(works)
+            return
+        if len(works) == 1 and works[0].isolate:
+            log.error("%s: %s failed on one sentence: %r", runner.pair, engine.backend, exc)
+            self._fail(works, InferenceFailed("the model failed to translate this text"))
+            return
+        log.warning(
+            "%s: batch of %d failed on %s (%r); retrying its sentences one by one",
+            runner.pair,
+            len(works),
+            engine.backend,
+            exc,
+        )
+        for work in works:
+            work.isolate = True
+        self._requeue(works)
+
+    def _requeue(self, works: list[Work]) -> None:
+        with self._cond:
+            self._waiting.extendleft(reversed(works))
+            self._m_depth.set(len(self._waiting))
+            self._cond.notify_all()
+
+    @staticmethod
+    def _fail(works: Iterable[Work], error: Exception) -> None:
+        for work in works:
+            if not work.cancelled:
+                work.resolve(error, "none")
