@@ -217,19 +217,17 @@ _EXPORT_LOCK = threading.Lock()
 
 def graphs_cached(model_dir: Path, precision: str, root: Path | None = None) -> bool:
     """True if this checkpoint's graphs at this precision (and the fp32 graphs every variant is
-    made from) are in the cache, current, so loading them exports nothing."""
-    from export.artifacts import GRAPH_FORMAT, GraphSet, model_artifacts_dir
+    made from) are in the cache and current, so loading them exports nothing."""
+    # The cache's own test (hash, graph format, checksums), so that a variant it would
+    # export again (stale or corrupt) counts as missing here.
+    from export.artifacts import _is_current, model_artifacts_dir
 
     directory = model_artifacts_dir(model_dir, root)
     version = model_hash(model_dir)
-    for variant in dict.fromkeys(("fp32", precision)):
-        try:
-            manifest = GraphSet(directory / variant, variant).manifest()
-        except (OSError, ValueError):
-            return False
-        if manifest.get("model_hash") != version or manifest.get("format") != GRAPH_FORMAT:
-            return False
-    return True
+    try:
+        return all(_is_current(directory / v, version) for v in dict.fromkeys(("fp32", precision)))
+    except (OSError, ValueError):
+        return False
 
 
 def load_onnx(model_dir: Path, options: LoadOptions) -> Engine:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from libretranslatepy import LibreTranslateAPI
 
+from export.artifacts import ensure_graphs
 from model.checkpoint import WEIGHTS_FILE
 from service.metrics import Metrics
 from service.registry import graphs_cached
@@ -191,3 +192,11 @@ def test_graphs_are_cached_once_exported(served: Served, tiny_pivot_models_dir: 
         assert graphs_cached(tiny_pivot_models_dir / pair, "fp32", artifacts)
         assert not graphs_cached(tiny_pivot_models_dir / pair, "int8", artifacts)
     assert not graphs_cached(tiny_pivot_models_dir / "en-de", "fp32", artifacts / "elsewhere")
+
+
+def test_a_corrupt_cached_graph_is_not_cached(tiny_pivot_models_dir: Path, tmp_path: Path) -> None:
+    # Loading it would export again (the cache heals), so it must take its turn to export.
+    graphs = ensure_graphs(tiny_pivot_models_dir / "en-fr", "fp32", tmp_path)
+    assert graphs_cached(tiny_pivot_models_dir / "en-fr", "fp32", tmp_path)
+    graphs.decoder.write_bytes(b"not an onnx graph")
+    assert not graphs_cached(tiny_pivot_models_dir / "en-fr", "fp32", tmp_path)
