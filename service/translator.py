@@ -198,16 +198,6 @@ class Translator:
             raise NotReady("no model could be loaded; see /health/ready", retry_after_s=60)
         return self.runners
 
-    def runner(self, source_lang: str, target_lang: str) -> ModelRunner:
-        """The runner of a pair that is being served, or why not."""
-        pair = f"{source_lang}-{target_lang}"
-        runners = self.serving()
-        if pair not in runners:
-            raise UnsupportedLanguagePair(
-                f"no model for {pair}; served pairs: {', '.join(sorted(runners))}"
-            )
-        return runners[pair]
-
     def reachable(self) -> dict[str, list[str]]:
         """Every pair that can be translated -> its route (NotReady when nothing is served)."""
         self.serving()
