@@ -260,13 +260,20 @@ class HealthResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"status": "ok", "models": {"en-de": {"backend": "onnx", "degraded": False}}},
+                {
+                    "status": "ok",
+                    "models": {"en-de": {"state": "ready", "backend": "onnx", "degraded": False}},
+                },
             ]
         }
     )
 
     status: str = Field(description="live | loading | ok | degraded | failed | stopping")
-    models: dict[str, dict[str, object]] = Field(default_factory=dict)
+    models: dict[str, dict[str, object]] = Field(
+        default_factory=dict,
+        description="Each pair: state (loading | ready | failed), backend, degraded, and error "
+        "when it failed to load or runs on the fallback.",
+    )
 
 
 class ErrorDetail(BaseModel):
