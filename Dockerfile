@@ -2,6 +2,11 @@
 # CPU image of the translation service:
 #   docker build -t nmt-service:cpu .
 #   docker run --rm -p 8000:8000 nmt-service:cpu
+# Without Docker Hub or PyTorch's index: a stand-in base with Python 3.11 as `python` (e.g.
+# Debian bookworm from debootstrap, `docker import`ed) and a local torch wheel, as
+# tests/test_docker_image.py builds it (docs/deploy.md, "Building the image offline"):
+#   --build-arg PYTHON_IMAGE=nmt-base:bookworm-python3.11 \
+#   --build-arg TORCH_FIND_LINKS=http://127.0.0.1:8765/ --network host
 # The shipped models (models/*) are baked in and their ONNX graphs exported at build time.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -16,9 +21,19 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 
+# Every dependency but torch from PIP_INDEX_URL: PyPI, or a mirror of it.
+ARG PIP_INDEX_URL=https://pypi.org/simple
 # torch's CPU wheel from PyTorch's own index: the PyPI torch would pull GBs of CUDA libraries.
+# TORCH_FIND_LINKS instead (a URL listing wheels, e.g. `python -m http.server` over a wheel
+# directory, with `docker build --network host`) takes the CPU wheel from there and torch's
+# own dependencies from PIP_INDEX_URL.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
+ARG TORCH_FIND_LINKS=""
+RUN if [ -n "$TORCH_FIND_LINKS" ]; then \
+        pip install --find-links "$TORCH_FIND_LINKS" torch==2.13.0+cpu; \
+    else \
+        pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0; \
+    fi
 
 # Dependencies before the source, so that a code change does not reinstall them.
 COPY pyproject.toml deploy/requirements.py ./
