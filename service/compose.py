@@ -15,6 +15,7 @@ from typing import Any
 
 from service.detect import LANGUAGE_NAMES, Detection, detect_texts
 from service.errors import (
+    BeamSizeOutOfRange,
     EmptyText,
     InputTooLong,
     LanguageNotDetected,
@@ -65,6 +66,13 @@ def check_texts(translator: Translator, texts: list[str]) -> None:
             raise EmptyText(f"text {i} is empty or blank")
         if len(text) > limits.max_chars:
             raise InputTooLong(f"text {i} has {len(text)} characters; at most {limits.max_chars}")
+
+
+def check_alternatives(translator: Translator, alternatives: int) -> None:
+    """The translator's bound on alternatives (n alternatives take a beam of n + 1)."""
+    limit = translator.settings.max_beam_size
+    if not 0 <= alternatives < limit:
+        raise BeamSizeOutOfRange(f"alternatives must be 0..{limit - 1}, not {alternatives}")
 
 
 def detected_language(detection: Detection, what: str) -> str:
@@ -194,6 +202,7 @@ async def translate_pieces(
     out = list(pieces)
     if source == target:
         return out, Composed(out, [[] for _ in out])
+    translator.route(source, target)  # the pair is served, even when nothing has letters
     # Each piece's parts; (piece, part) indices of the parts that need translating.
     parts = [_cut(p, limits.max_chars) if _has_letters(p) else [p] for p in pieces]
     jobs = [(i, k) for i, ps in enumerate(parts) for k, part in enumerate(ps) if _has_letters(part)]
@@ -216,10 +225,15 @@ async def translate_documents(
     source: str,
     target: str,
     limits: MarkupLimits,
+    *,
+    alternatives: int = 0,
 ) -> Composed:
     """Translate HTML inputs, keeping their markup; with source auto, each one is detected
-    (from its text) and translated as a whole from that language."""
-    translator.serving()
+    (from its text) and translated as a whole from that language. Alternatives are not
+    offered for HTML (their lists come back empty), but their number is checked."""
+    check_alternatives(translator, alternatives)
+    if source != AUTO:
+        translator.route(source, target)  # as for text: de-de is no pair either
     out: list[str] = []
     detections: list[Detection] = []
     models: set[str] = set()

@@ -8,20 +8,40 @@ the translator, whose errors name the fault (empty_text, input_too_long, too_man
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from fastapi import FastAPI
 
+from service.schemas import DetectRequest, LibreTranslateRequest
 from service.settings import Settings
 
 
+def _not_blank() -> str:
+    """A pattern matching a character that is not whitespace as Python's str.strip() sees
+    it (the translator's test for an empty text); ECMA's \\S differs (it counts U+FEFF as
+    space and U+001C-U+001F as not)."""
+    spaces = [c for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    ranges: list[tuple[int, int]] = []
+    for c in spaces:
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1] = (ranges[-1][0], c)
+        else:
+            ranges.append((c, c))
+    cls = "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+    return f"[^{cls}]"
+
+
+NOT_BLANK = _not_blank()
+
+
 def _text(max_chars: int, what: str) -> dict[str, Any]:
-    # "\S": a text of only whitespace is refused as empty.
+    # A text of only whitespace is refused as empty.
     return {
         "type": "string",
         "minLength": 1,
         "maxLength": max_chars,
-        "pattern": r"\S",
+        "pattern": NOT_BLANK,
         "description": what,
     }
 
@@ -50,7 +70,12 @@ def _int(low: int, high: int, what: str, *, nullable: bool = False) -> dict[str,
 
 def add_limits(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """spec (FastAPI's OpenAPI document) with its request bodies bounded by settings."""
-    schemas = spec.get("components", {}).get("schemas", {})
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    # Bodies the LibreTranslate routes read themselves (JSON, form or query string).
+    for model in (LibreTranslateRequest, DetectRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
     beams = settings.max_beam_size
     alternatives = _int(0, beams - 1, f"How many alternative translations to add (0-{beams - 1}).")
     if "TranslateRequest" in schemas:
@@ -63,6 +88,12 @@ def add_limits(spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
             nullable=True,
         )
         props["alternatives"] = alternatives
+        props["max_length"] = _int(
+            1,
+            1024,
+            "Most tokens per output sentence; default twice the source plus ten.",
+            nullable=True,
+        )
     if "LibreTranslateRequest" in schemas:
         props = schemas["LibreTranslateRequest"]["properties"]
         props["q"] = _texts(settings, "Text (plain, or HTML with format html)")

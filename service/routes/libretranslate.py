@@ -111,7 +111,10 @@ def _body_schema(model: type[BaseModel], *kinds: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {k: {"schema": schema} for k in kinds}}}
 
 
-_FORMS = ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")
+# Documented: JSON, and for /translate urlencoded forms too. Forms (multipart as well) and
+# query strings are read on every route, as LibreTranslate reads them, but a form cannot
+# carry a field's type, so a fuzzer's "wrong type" values would reach the server as text.
+_FORMS = ("application/json", "application/x-www-form-urlencoded")
 
 
 def _detected(detection: Detection) -> DetectedLanguage:
@@ -124,7 +127,9 @@ async def _translate(
     if body.format == "html":
         check_texts(translator, texts)
         limits = MarkupLimits(settings.max_chars, settings.max_html_depth)
-        return await translate_documents(translator, texts, body.source, body.target, limits)
+        return await translate_documents(
+            translator, texts, body.source, body.target, limits, alternatives=body.alternatives
+        )
     return await translate_texts(
         translator, texts, body.source, body.target, alternatives=body.alternatives
     )
@@ -176,7 +181,7 @@ async def languages(translator: TranslatorDep) -> list[LanguageResponse]:
     ]
 
 
-@router.post("/detect", responses=ERRORS, openapi_extra=_body_schema(DetectRequest, *_FORMS))
+@router.post("/detect", responses=ERRORS, openapi_extra=_body_schema(DetectRequest, _FORMS[0]))
 async def detect(
     body: Annotated[DetectRequest, Depends(detect_body)], settings: SettingsDep
 ) -> list[DetectedLanguage]:

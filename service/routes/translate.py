@@ -48,7 +48,14 @@ async def translate(
     if body.format == "html":
         check_texts(translator, texts)
         limits = MarkupLimits(translator.settings.max_chars, translator.settings.max_html_depth)
-        work = translate_documents(translator, texts, body.source_lang, body.target_lang, limits)
+        work = translate_documents(
+            translator,
+            texts,
+            body.source_lang,
+            body.target_lang,
+            limits,
+            alternatives=body.alternatives,
+        )
     else:
         work = translate_texts(
             translator,
