@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     shape = (args.rows, config.n_heads, args.cached, config.d_head)
     feeds = {
         "tokens": rng.integers(4, config.vocab_size, (args.rows, 1)),
+        "positions": np.full(args.rows, args.cached, dtype=np.int64),  # every row at one step
         "src_mask": src_mask,
         "k": np.array([args.k], dtype=np.int64),
         **{n: rng.standard_normal(shape).astype(cross[0].dtype) for n in names.past},

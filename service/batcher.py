@@ -109,6 +109,7 @@ class Batcher:
                 max_sentences=self.max_batch_size,
                 max_kv_tokens=self.max_kv_tokens,
                 max_batch_tokens=self.max_batch_tokens,
+                max_wait_s=self.max_wait_s,
                 metrics=self.metrics,
             )
             return

@@ -6,7 +6,9 @@ one per core) runs a loop of three parts, as vLLM's engine core does:
 - schedule: take waiting sentences from the head of the pair's queue, as many as fit its
   row budget (`max_sentences` per thread, the threads sharing the queue fairly) and the
   pair's KV-cache budget (`max_kv_tokens` cache positions, reserved at each sentence's
-  whole output budget, so a running batch never outgrows it);
+  whole output budget, so a running batch never outgrows it). An idle thread takes work
+  at once; a busy one once a quarter of its rows is free or the oldest waiting sentence
+  waited max_wait_s, since joining copies the running cache;
 - execute: tokenize and encode them, join them to the running batch of their width (beam
   search: after their first step, taken alone), then one decoder step for every row;
 - update: resolve the futures of the sentences that finished at once (from this thread,
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # The search's length-penalty alpha, as Engine.translate uses it.
 ALPHA = 0.6
+# A running batch takes newcomers once this share of its rows is free (or max_wait_s passed).
+ADMIT_SHARE = 0.25
 
 
 @dataclass(eq=False)
@@ -62,8 +66,7 @@ class Work:
     cancelled: bool = False
     isolate: bool = False  # decode alone: its batch failed on the last engine left
     on_fallback: bool = False  # its batch failed on ORT: it finishes on the fallback
-    admitted: float = 0.0  # when admitted, until its first step ended
-    started: float = 0.0  # when admitted
+    admitted: float = 0.0  # when it left the queue for a running batch
 
     @property
     def width(self) -> int:
@@ -76,6 +79,7 @@ class _Running:
 
     engine: Engine
     batch: SearchBatch
+    fresh: list[Work] = field(default_factory=list)  # admitted, first step not yet taken
 
 
 class ContinuousScheduler:
@@ -88,10 +92,12 @@ class ContinuousScheduler:
         max_sentences: int,
         max_kv_tokens: int,
         max_batch_tokens: int,
+        max_wait_s: float,
         metrics: Metrics,
         threads: int | None = None,
     ) -> None:
         self.runner = runner
+        self.max_wait_s = max_wait_s
         self.max_sentences = max_sentences
         self.max_kv_tokens = max_kv_tokens
         self.max_batch_tokens = max_batch_tokens
@@ -192,7 +198,16 @@ class ContinuousScheduler:
         threads = len(self._threads)
         mine = self._sentences[index]
         total = sum(self._sentences) + len(self._waiting)
-        room = min(self.max_sentences, math.ceil(total / threads)) - mine
+        share = min(self.max_sentences, math.ceil(total / threads))
+        room = share - mine
+        if room <= 0:
+            return []
+        # Joining copies the running batch's cache (and encodes the newcomers): into a
+        # running batch, sentences come in groups, once ADMIT_SHARE of its rows are free or
+        # the first of them has waited max_wait_s.
+        waited = time.monotonic() - self._waiting[0].enqueued
+        if mine and room < ADMIT_SHARE * share and waited < self.max_wait_s:
+            return []
         reserved = start = sum(self._reserved)
         engine = self.runner.active
         # (rows, sentences, longest budget, longest source) of each batch this admits into
@@ -237,7 +252,7 @@ class ContinuousScheduler:
         self.metrics.admitted.labels(pair).observe(len(works))
         groups: dict[tuple[Engine, int, int], list[Work]] = {}
         for work in works:
-            work.admitted = work.started = now
+            work.admitted = now
             self.metrics.queue_wait.labels(pair).observe(now - work.enqueued)
             engine = runner.active
             if work.on_fallback and runner.fallback is not None:
@@ -260,8 +275,10 @@ class ContinuousScheduler:
                         running[key].batch.concatenate(fresh)
                     except Exception as exc:
                         self._failed(engine, running.pop(key).batch.live_owners + chunk, exc)
+                        continue
                 else:
                     running[key] = _Running(engine, fresh)
+                running[key].fresh += chunk
 
     def _encoder_chunks(self, group: list[Work]) -> Iterable[list[Work]]:
         """Admitted sentences in encoder calls within max_batch_tokens (padding included)."""
@@ -305,11 +322,12 @@ class ContinuousScheduler:
         end = time.perf_counter()
         self.metrics.step_time.labels(pair, backend).observe(end - start)
         self.metrics.batch_size.labels(pair, backend).observe(batch.sentences + len(done))
-        now = time.monotonic()
-        for work in batch.live_owners + [owner for owner, _ in done]:
-            if work.admitted:
-                self.metrics.first_step.labels(pair).observe(now - work.admitted)
-                work.admitted = 0.0
+        if run.fresh:
+            now = time.monotonic()
+            first = self.metrics.first_step.labels(pair)
+            for work in run.fresh:
+                first.observe(now - work.admitted)
+            run.fresh = []
         self._finish(run.engine, done)
 
     def _finish(self, engine: Engine, done: list[tuple[Any, list[Any]]]) -> None:
@@ -322,7 +340,7 @@ class ContinuousScheduler:
         now = time.monotonic()
         decoding = self.metrics.inference_time.labels(self.runner.pair, engine.backend)
         for (work, _), translation in zip(done, translations, strict=True):
-            decoding.observe(now - work.started)
+            decoding.observe(now - work.admitted)
             if not work.cancelled:
                 work.resolve(translation, engine.backend)
 

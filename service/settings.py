@@ -65,9 +65,11 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         default=5.0,
         ge=0,
-        description="How long a batch stays open for more sentences after its first one "
-        "arrived, when it is neither full nor over the token budget. Under load batches fill "
-        "while the engine is busy anyway; this only adds latency to a lone request.",
+        description="Static scheduler: how long a batch stays open for more sentences after "
+        "its first one arrived, when it is neither full nor over the token budget. Under load "
+        "batches fill while the engine is busy anyway; this only adds latency to a lone "
+        "request. Continuous: the most a sentence waits to join a busy running batch before "
+        "a quarter of its rows is free (an idle engine takes it at once).",
     )
     scheduler: Literal["continuous", "static"] = Field(
         default="continuous",

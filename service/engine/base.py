@@ -252,14 +252,9 @@ class Engine(ABC):
         results: list[list[Hypothesis]] = [[] for _ in sources]
 
         def run(share: list[int]) -> list[list[Hypothesis]]:
-            # model.search.search: a batch object (GreedyBatch, BeamBatch) run to its end
-            return search(
-                self,
-                self.start([sources[i] for i in share]),
-                len(share),
+            return self._search(
+                [sources[i] for i in share],
                 beam_size=beam_size,
-                bos_id=self.bos_id,
-                eos_id=self.eos_id,
                 max_length=[budgets[i] for i in share],
                 alpha=alpha,
                 n_best=1 + num_alternatives,
@@ -278,6 +273,29 @@ class Engine(ABC):
             for i, h in zip(share, hyps, strict=True):
                 results[i] = h
         return results
+
+    def _search(
+        self,
+        sources: Sequence[Sequence[int]],
+        *,
+        beam_size: int,
+        max_length: Sequence[int],
+        alpha: float,
+        n_best: int,
+    ) -> list[list[Hypothesis]]:
+        """One share of a batch: model.search.search runs a batch object (GreedyBatch,
+        BeamBatch) over it to its end."""
+        return search(
+            self,
+            self.start(sources),
+            len(sources),
+            beam_size=beam_size,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            max_length=max_length,
+            alpha=alpha,
+            n_best=n_best,
+        )
 
     def translations(self, nbest: Sequence[Sequence[Hypothesis]]) -> list[Translation]:
         """Detokenized translations of n-best lists (the first is the best)."""
