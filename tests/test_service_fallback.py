@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 import service.registry
-from export.artifacts import ensure_graphs
+from export.artifacts import MANIFEST_FILE, ensure_graphs
 from service.engine.onnx_engine import OnnxEngine
 from tests.service_helpers import Served, serve, tiny_settings, translate_body
 
@@ -85,7 +87,13 @@ def test_ort_that_cannot_load_leaves_torch_serving(
     models = tmp_path / "models"
     shutil.copytree(tiny_models_dir / "en-de", models / "en-de")
     graphs = ensure_graphs(models / "en-de", "fp32", tmp_path / "artifacts")
-    graphs.decoder.write_bytes(b"not an onnx graph")  # a corrupted cached graph
+    broken = b"not an onnx graph"
+    graphs.decoder.write_bytes(broken)  # a graph ONNX Runtime cannot load...
+    # ...that its manifest vouches for: a graph failing its checksum is exported again
+    # instead (tests/test_graph_cache.py).
+    manifest = json.loads((graphs.directory / MANIFEST_FILE).read_text())
+    manifest["sha256"]["decoder.onnx"] = hashlib.sha256(broken).hexdigest()
+    (graphs.directory / MANIFEST_FILE).write_text(json.dumps(manifest))
     with serve(tiny_settings(models, artifacts_dir=tmp_path / "artifacts")) as served:
         ready = served.client.get("/health/ready")
         assert ready.status_code == 200 and ready.json()["status"] == "degraded"
