@@ -10,6 +10,8 @@ one scheduler after the other in one run:
   fp32 beam 4; and the engine alone at batch 32 (load_engine(...).translate, this process);
 - onoff: batching off (the static scheduler at NMT_MAX_BATCH_SIZE=1) at 64 clients, int8
   greedy, against the closed rows at 64;
+- streams: continuous at 64 clients, int8 greedy, with one stream of every thread
+  (NMT_STREAMS=1) against the default one running batch per stream;
 - mixed: 32 clients each sending one caption and 8 each sending a paragraph of 6 captions,
   p50/p95 latency by class, static against continuous;
 - poisson: open-loop Poisson arrivals at 50/80/100/120% of the static scheduler's closed
@@ -205,16 +207,30 @@ def with_server(env: dict[str, str], name: str, args: argparse.Namespace, work: 
     server = Server(env, RESULTS / f"continuous-{name}.log.tmp")
     try:
         server.wait_ready(args.ready_timeout)
-        return work(server.port)
+        return work(server)
     finally:
         server.stop()
+
+
+def closed_row(
+    server: Server, texts: list[str], body: dict[str, Any], clients: int, duration: float
+) -> dict[str, Any]:
+    """A closed-loop row, with the mean sentences per engine call (static) or per step
+    (continuous) from the server's nmt_batch_size."""
+    calls0, sent0 = server.batch_stats()
+    row = asyncio.run(closed_loop(server.port, texts, body, clients, duration))
+    calls1, sent1 = server.batch_stats()
+    row["mean_batch"] = round((sent1 - sent0) / max(1.0, calls1 - calls0), 1)
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.continuous", description=__doc__)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--pair", default="en-de")
-    parser.add_argument("--parts", nargs="+", default=["closed", "onoff", "mixed", "poisson"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["closed", "onoff", "streams", "mixed", "poisson"]
+    )
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
@@ -265,13 +281,11 @@ def main(argv: list[str] | None = None) -> None:
             for scheduler in args.schedulers:
 
                 def levels(
-                    port: int, config: str = config, scheduler: str = scheduler
+                    server: Server, config: str = config, scheduler: str = scheduler
                 ) -> list[dict[str, Any]]:
                     rows = []
                     for clients in args.clients:
-                        row = asyncio.run(
-                            closed_loop(port, texts, body_for(config), clients, args.duration)
-                        )
+                        row = closed_row(server, texts, body_for(config), clients, args.duration)
                         print(config, scheduler, row, flush=True)
                         rows.append(row)
                     return rows
@@ -285,10 +299,23 @@ def main(argv: list[str] | None = None) -> None:
             env_for(config, "static", NMT_MAX_BATCH_SIZE="1"),
             "off",
             args,
-            lambda port: asyncio.run(closed_loop(port, texts, body_for(config), 64, args.duration)),
+            lambda server: closed_row(server, texts, body_for(config), 64, args.duration),
         )
         print("batching off", row, flush=True)
         result["off"] = row
+    if "streams" in args.parts:
+        # one running batch per stream (the default: 2 streams of 1 thread on 2 cores)
+        # against one stream of every thread, continuous, int8 greedy, 64 clients
+        config = "int8-greedy"
+        cpus = str(os.cpu_count() or 2)
+        row = with_server(
+            env_for(config, "continuous", NMT_STREAMS="1", NMT_THREADS=cpus),
+            "one-stream",
+            args,
+            lambda server: closed_row(server, texts, body_for(config), 64, args.duration),
+        )
+        print("continuous, one stream", row, flush=True)
+        result["one_stream"] = row
     if "mixed" in args.parts:
         result["mixed"] = {}
         config = args.mixed_config
@@ -298,7 +325,9 @@ def main(argv: list[str] | None = None) -> None:
                 env_for(config, scheduler),
                 f"mixed-{scheduler}",
                 args,
-                lambda port: asyncio.run(mixed_load(port, captions, body_for(config), args)),
+                lambda server: asyncio.run(
+                    mixed_load(server.port, captions, body_for(config), args)
+                ),
             )
             print("mixed", scheduler, row, flush=True)
             result["mixed"][scheduler] = row
@@ -310,11 +339,12 @@ def main(argv: list[str] | None = None) -> None:
         result["poisson"] = {"capacity": capacity}
         for scheduler in args.schedulers:
 
-            def rates(port: int, scheduler: str = scheduler) -> list[dict[str, Any]]:
+            def rates(server: Server, scheduler: str = scheduler) -> list[dict[str, Any]]:
                 rows = []
                 for share in args.rates:
+                    rate = share * capacity
                     row = asyncio.run(
-                        open_loop(port, texts, body_for(config), share * capacity, args.duration)
+                        open_loop(server.port, texts, body_for(config), rate, args.duration)
                     )
                     row["share"] = share
                     print("poisson", scheduler, row, flush=True)
@@ -335,8 +365,8 @@ def markdown(result: dict[str, Any]) -> str:
     if result["closed"]:
         lines += [
             "| config | scheduler | clients | req/s | x engine | p50 ms | p95 ms | p99 ms "
-            "| errors | client CPU % |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| mean batch | errors | client CPU % |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for key, rows in result["closed"].items():
             config, scheduler = key.split("/")
@@ -345,7 +375,7 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(
                     f"| {config} | {scheduler} | {r['clients']} | {r['per_s']} | "
                     f"{r['per_s'] / engine:.2f} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} "
-                    f"| {r['errors']} | {r['client_cpu_pct']} |"
+                    f"| {r['mean_batch']} | {r['errors']} | {r['client_cpu_pct']} |"
                 )
         lines.append("")
         for config, e in result["engine"].items():
@@ -362,6 +392,13 @@ def markdown(result: dict[str, Any]) -> str:
                 if at64 and off["per_s"]:
                     ratio = at64[0]["per_s"] / off["per_s"]
                     lines.append(f"- {key.split('/')[1]} on / off at 64: {ratio:.2f}x")
+        lines.append("")
+    if "one_stream" in result:
+        one = result["one_stream"]
+        lines.append(
+            f"Continuous, int8 greedy, 64 clients, one stream of every thread: {one['per_s']} "
+            f"req/s (p50 {one['p50_ms']} ms, mean batch {one['mean_batch']})"
+        )
         lines.append("")
     if "mixed" in result:
         lines += [

@@ -182,6 +182,11 @@ def test_io_binding_path_matches_plain_feeds(engines: dict[str, Engine], texts: 
         want = plain.translate(texts, beam_size=beam_size, max_length=15)
         got = bound.translate(texts, beam_size=beam_size, max_length=15)
         assert [t.tokens for t in got] == [t.tokens for t in want]
+    # and the continuous scheduler's calls: joining and trimming ORT values
+    sources = composition_sources(plain, texts)
+    joins = [(0, [3, 0]), (1, [1]), (2, [7, 2]), (5, [4, 5, 6])]
+    for width in (1, 3):
+        assert decode_joining(bound, sources, width, joins) == decode_alone(plain, sources, width)
 
 
 def test_int8_engine_translates(
