@@ -12,6 +12,8 @@ one scheduler after the other in one run:
   greedy, against the closed rows at 64;
 - streams: continuous at 64 clients, int8 greedy, with one stream of every thread
   (NMT_STREAMS=1) against the default one running batch per stream;
+- lean: continuous at 64 clients, int8 greedy, uvicorn on uvloop + httptools
+  (uvicorn[standard]) against asyncio + h11 (those imports shadowed);
 - mixed: 32 clients each sending one caption and 8 each sending a paragraph of 6 captions,
   p50/p95 latency by class, static against continuous;
 - poisson: open-loop Poisson arrivals at 50/80/100/120% of the static scheduler's closed
@@ -31,6 +33,7 @@ import random
 import resource
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -229,7 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--pair", default="en-de")
     parser.add_argument(
-        "--parts", nargs="+", default=["closed", "onoff", "streams", "mixed", "poisson"]
+        "--parts",
+        nargs="+",
+        default=["closed", "onoff", "streams", "lean", "mixed", "poisson"],
     )
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64, 256])
@@ -316,6 +321,25 @@ def main(argv: list[str] | None = None) -> None:
         )
         print("continuous, one stream", row, flush=True)
         result["one_stream"] = row
+    if "lean" in args.parts:
+        # uvicorn[standard]'s uvloop and httptools against asyncio and h11: the same server
+        # with those two imports shadowed by modules that fail (uvicorn then falls back)
+        config = "int8-greedy"
+        shadow = Path(tempfile.mkdtemp(prefix="no-uvloop-"))
+        for module in ("uvloop", "httptools"):
+            (shadow / module).mkdir()
+            (shadow / module / "__init__.py").write_text("raise ImportError('shadowed')\n")
+        path = os.pathsep.join(p for p in (str(shadow), os.environ.get("PYTHONPATH")) if p)
+        result["lean"] = {}
+        for name, extra in (("asyncio+h11", {"PYTHONPATH": path}), ("uvloop+httptools", {})):
+            row = with_server(
+                env_for(config, "continuous", **extra),
+                f"lean-{name}",
+                args,
+                lambda server: closed_row(server, texts, body_for(config), 64, args.duration),
+            )
+            print("lean", name, row, flush=True)
+            result["lean"][name] = row
     if "mixed" in args.parts:
         result["mixed"] = {}
         config = args.mixed_config
@@ -399,6 +423,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"Continuous, int8 greedy, 64 clients, one stream of every thread: {one['per_s']} "
             f"req/s (p50 {one['p50_ms']} ms, mean batch {one['mean_batch']})"
         )
+        lines.append("")
+    if "lean" in result:
+        for name, r in result["lean"].items():
+            lines.append(
+                f"- continuous, int8 greedy, 64 clients, uvicorn on {name}: {r['per_s']} req/s "
+                f"(p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms)"
+            )
         lines.append("")
     if "mixed" in result:
         lines += [
