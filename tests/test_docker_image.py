@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = os.environ.get("NMT_DOCKER_BASE", "nmt-base:bookworm-python3.11")
 WHEELS = Path(os.environ.get("NMT_DOCKER_WHEELS", "/opt/wheels"))
 IMAGE = "nmt-service:cpu-test"
+WHEELS_PORT = 8765
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("NMT_DOCKER_TEST") != "1",
@@ -126,7 +127,11 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def serve_directory(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
     handler = functools.partial(QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        # The same URL each time, so that the build argument keeps Docker's layer cache.
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", WHEELS_PORT), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}/", server
 
