@@ -1,4 +1,6 @@
-"""The continuous scheduler: iteration-level batching on a pair's engine threads.
+"""The schedulers behind a pair's Batcher: continuous (the default) and static (for A/B runs).
+
+The continuous scheduler: iteration-level batching on a pair's engine threads.
 
 A batch never closes. Each engine thread (one per stream of the pair's engine: on the CPU
 one per core) runs a loop of three parts, as vLLM's engine core does:
@@ -29,12 +31,14 @@ retried one sentence at a time, so a sentence that breaks the engine fails alone
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +46,7 @@ from model.search import BeamBatch, SearchBatch, Sentence, batch_width
 from service.engine.base import Engine, Translation
 from service.errors import InferenceFailed
 from service.metrics import Metrics
-from service.registry import DecodeOptions, ModelRunner
+from service.registry import BatchResult, DecodeOptions, ModelRunner
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,14 @@ log = logging.getLogger(__name__)
 ALPHA = 0.6
 # A running batch takes newcomers once this share of its rows is free (or max_wait_s passed).
 ADMIT_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Translated:
+    """One sentence's translation and the backend that produced it."""
+
+    translation: Translation
+    backend: str
 
 
 @dataclass(eq=False)
@@ -119,6 +131,8 @@ class ContinuousScheduler:
             threading.Thread(target=self._loop, args=(i,), name=f"engine-{pair}-{i}", daemon=True)
             for i in range(count)
         ]
+
+    def start(self) -> None:
         for thread in self._threads:
             thread.start()
 
@@ -145,13 +159,13 @@ class ContinuousScheduler:
             self._m_depth.set(len(self._waiting))
             return True
 
-    def close(self) -> None:
-        """Finish every waiting and running sentence, then stop the threads (blocking)."""
+    async def close(self) -> None:
+        """Finish every waiting and running sentence, then stop the threads."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join()
+            await asyncio.to_thread(thread.join)
 
     # ----- one engine thread -----
     def _loop(self, index: int) -> None:
@@ -397,3 +411,135 @@ class ContinuousScheduler:
         for work in works:
             if not work.cancelled:
                 work.resolve(error, "none")
+
+
+class StaticScheduler:
+    """Batches that close, then run to their longest sentence (the scheduler before issue 14).
+
+    A batch closes when it reaches max_batch_size sentences, when the next sentence would
+    take it over max_batch_tokens, or max_wait_s after its first sentence arrived; then it
+    runs on the pair's own engine thread (engine.translate: its streams split it), so the
+    event loop keeps serving while the engine works. Sentences with different decoding
+    options share the queue but never an engine call.
+    """
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        *,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        max_wait_s: float,
+        metrics: Metrics,
+    ) -> None:
+        self.runner = runner
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_s
+        self.metrics = metrics
+        self._queue: deque[Work] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        # One thread per engine: calls never overlap on an engine, and never run on the loop.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{runner.pair}")
+        self._depth = metrics.queue_depth.labels(runner.pair)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"batcher-{self.runner.pair}")
+
+    def submit(self, works: Iterable[Work]) -> None:
+        self._queue.extend(works)
+        self._depth.set(len(self._queue))
+        self._wake.set()
+
+    def cancel(self, work: Work) -> bool:
+        """A cancelled sentence (deadline, disconnect) leaves the queue at once."""
+        work.cancelled = True
+        try:
+            self._queue.remove(work)
+        except ValueError:
+            return False  # already taken into a batch: its result will be discarded
+        self._depth.set(len(self._queue))
+        return True
+
+    async def close(self) -> None:
+        """Run everything already queued without waiting for batches to fill, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        while (batch := await self._next_batch()) is not None:
+            await self._execute(batch)
+
+    def _fitting(self) -> int:
+        """How many sentences from the head fit one engine call (at least one)."""
+        longest = 0
+        for n, work in enumerate(self._queue):
+            longest = max(longest, work.n_tokens)
+            if n == self.max_batch_size or (n > 0 and (n + 1) * longest > self.max_batch_tokens):
+                return n
+        return len(self._queue)
+
+    async def _next_batch(self) -> list[Work] | None:
+        """Wait until a batch closes (full, over budget, waited long enough, or draining)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            if not self._queue:
+                if self._closing:
+                    return None
+                await self._wake.wait()
+                continue
+            take = self._fitting()
+            # enqueued is time.monotonic(), the clock of the loop's time()
+            close_at = self._queue[0].enqueued + self.max_wait_s
+            if (
+                take < len(self._queue)
+                or take == self.max_batch_size
+                or self._closing
+                or loop.time() >= close_at
+            ):
+                batch = [self._queue.popleft() for _ in range(take)]
+                self._depth.set(len(self._queue))
+                return batch
+            try:
+                async with asyncio.timeout_at(close_at):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _execute(self, batch: list[Work]) -> None:
+        """Run the batch on the engine thread, one engine call per set of decoding options."""
+        groups: dict[DecodeOptions, list[Work]] = {}
+        for work in batch:
+            groups.setdefault(work.options, []).append(work)
+        loop = asyncio.get_running_loop()
+        pair = self.runner.pair
+        for options, group in groups.items():
+            works = [w for w in group if not w.cancelled]
+            if not works:
+                continue
+            now = loop.time()
+            for work in works:
+                self.metrics.queue_wait.labels(pair).observe(now - work.enqueued)
+            self.metrics.input_tokens.labels(pair).inc(sum(w.n_tokens for w in works))
+            try:
+                result = await loop.run_in_executor(
+                    self._executor, self.runner.run, [w.text for w in works], options
+                )
+            except Exception:  # the runner never raises; this guards the hand-off itself
+                log.exception("%s: engine call failed", pair)
+                result = BatchResult(
+                    "none", [InferenceFailed("the engine call failed") for _ in works]
+                )
+            for work, outcome in zip(works, result.outcomes, strict=True):
+                if not work.cancelled:  # else its request is gone
+                    work.resolve(outcome, result.backend)
