@@ -14,6 +14,8 @@ one scheduler after the other in one run:
   (NMT_STREAMS=1) against the default one running batch per stream;
 - lean: continuous at 64 clients, int8 greedy, uvicorn on uvloop + httptools
   (uvicorn[standard]) against asyncio + h11 (those imports shadowed);
+- rss: the server's resident memory at the start and the end of rss_duration seconds at
+  saturation (not in the default parts);
 - mixed: 32 clients each sending one caption and 8 each sending a paragraph of 6 captions,
   p50/p95 latency by class, static against continuous;
 - poisson: open-loop Poisson arrivals at 50/80/100/120% of the static scheduler's closed
@@ -187,6 +189,14 @@ async def open_loop(
     }
 
 
+def resident_mib(pid: int) -> float:
+    """A process's resident set size (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 # ----- the engine alone -----
 def engine_alone(
     model_dir: Path, texts: list[str], precision: str, beam: int, args: argparse.Namespace
@@ -246,6 +256,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mixed-config", default="fp32-beam4", choices=list(CONFIGS))
     parser.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.8, 1.0, 1.2])
     parser.add_argument("--schedulers", nargs="+", default=["static", "continuous"])
+    parser.add_argument(
+        "--capacity",
+        type=float,
+        default=None,
+        help="poisson's 100%% in req/s (default: this run's static closed rate at 64 clients)",
+    )
+    parser.add_argument("--rss-duration", type=float, default=600.0)
     parser.add_argument("--ready-timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "continuous")
     args = parser.parse_args(argv)
@@ -340,6 +357,21 @@ def main(argv: list[str] | None = None) -> None:
             )
             print("lean", name, row, flush=True)
             result["lean"][name] = row
+    if "rss" in args.parts:
+        # the server's resident memory after warming up and after rss_duration seconds at
+        # saturation (256 closed-loop clients), continuous, int8 greedy
+        config = "int8-greedy"
+
+        def rss(server: Server) -> dict[str, Any]:
+            asyncio.run(closed_loop(server.port, texts, body_for(config), 256, 5.0))
+            start = resident_mib(server.proc.pid)
+            row = asyncio.run(
+                closed_loop(server.port, texts, body_for(config), 256, args.rss_duration)
+            )
+            return {"start_mib": start, "end_mib": resident_mib(server.proc.pid), **row}
+
+        result["rss"] = with_server(env_for(config, "continuous"), "rss", args, rss)
+        print("rss", result["rss"], flush=True)
     if "mixed" in args.parts:
         result["mixed"] = {}
         config = args.mixed_config
@@ -359,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
         config = "int8-greedy"
         static_rows = result["closed"].get(f"{config}/static", [])
         at64 = [r for r in static_rows if r["clients"] == 64]
-        capacity = at64[0]["per_s"] if at64 else 100.0
+        capacity = args.capacity or (at64[0]["per_s"] if at64 else 100.0)
         result["poisson"] = {"capacity": capacity}
         for scheduler in args.schedulers:
 
@@ -422,6 +454,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"Continuous, int8 greedy, 64 clients, one stream of every thread: {one['per_s']} "
             f"req/s (p50 {one['p50_ms']} ms, mean batch {one['mean_batch']})"
+        )
+        lines.append("")
+    if "rss" in result:
+        r = result["rss"]
+        lines.append(
+            f"RSS at saturation (continuous, int8 greedy, 256 clients, {r['seconds']} s, "
+            f"{r['requests']} requests): {r['start_mib']} MiB after warming up, "
+            f"{r['end_mib']} MiB at the end ({r['end_mib'] / r['start_mib'] - 1:+.1%})"
         )
         lines.append("")
     if "lean" in result:
