@@ -14,6 +14,8 @@ one scheduler after the other in one run:
   (NMT_STREAMS=1) against the default one running batch per stream;
 - lean: continuous at 64 clients, int8 greedy, uvicorn on uvloop + httptools
   (uvicorn[standard]) against asyncio + h11 (those imports shadowed);
+- options: requests alternating greedy and beam 4 at 64 clients, int8, static against
+  continuous (not in the default parts);
 - rss: the server's resident memory at the start and the end of rss_duration seconds at
   saturation (not in the default parts);
 - mixed: 32 clients each sending one caption and 8 each sending a paragraph of 6 captions,
@@ -60,13 +62,19 @@ def stats(ms: list[float]) -> dict[str, float]:
 
 # ----- load shapes -----
 async def closed_loop(
-    port: int, texts: list[str], body: dict[str, Any], clients: int, duration: float
+    port: int,
+    texts: list[str],
+    body: dict[str, Any] | list[dict[str, Any]],
+    clients: int,
+    duration: float,
 ) -> dict[str, Any]:
-    """clients connections, each sending its next text when the last answer came back."""
+    """clients connections, each sending its next text when the last answer came back
+    (with the bodies in turn when given several)."""
+    bodies = body if isinstance(body, list) else [body]
     connections = [await Connection.open(port) for _ in range(clients)]
     await asyncio.gather(
         *(
-            c.post("/v1/translate", {**body, "text": t})
+            c.post("/v1/translate", {**bodies[0], "text": t})
             for c, t in zip(connections, texts, strict=False)
         )
     )
@@ -79,6 +87,7 @@ async def closed_loop(
         nonlocal next_index, errors
         while time.perf_counter() < stop_at:
             text = texts[next_index % len(texts)]
+            body = bodies[next_index % len(bodies)]
             next_index += 1
             start = time.perf_counter()
             status, _ = await connection.post("/v1/translate", {**body, "text": text})
@@ -226,7 +235,11 @@ def with_server(env: dict[str, str], name: str, args: argparse.Namespace, work: 
 
 
 def closed_row(
-    server: Server, texts: list[str], body: dict[str, Any], clients: int, duration: float
+    server: Server,
+    texts: list[str],
+    body: dict[str, Any] | list[dict[str, Any]],
+    clients: int,
+    duration: float,
 ) -> dict[str, Any]:
     """A closed-loop row, with the mean sentences per engine call (static) or per step
     (continuous) from the server's nmt_batch_size."""
@@ -357,6 +370,21 @@ def main(argv: list[str] | None = None) -> None:
             )
             print("lean", name, row, flush=True)
             result["lean"][name] = row
+    if "options" in args.parts:
+        # requests alternating greedy and beam 4 (int8): the static scheduler never puts
+        # them in one engine call; the continuous one runs a batch per width, in turn
+        config = "int8-greedy"
+        bodies = [{**body_for(config), "beam_size": beam} for beam in (1, 4)]
+        result["options"] = {}
+        for scheduler in args.schedulers:
+            row = with_server(
+                env_for(config, scheduler),
+                f"options-{scheduler}",
+                args,
+                lambda server: closed_row(server, texts, bodies, 64, args.duration),
+            )
+            print("options", scheduler, row, flush=True)
+            result["options"][scheduler] = row
     if "rss" in args.parts:
         # the server's resident memory after warming up and after rss_duration seconds at
         # saturation (256 closed-loop clients), continuous, int8 greedy
@@ -455,6 +483,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"Continuous, int8 greedy, 64 clients, one stream of every thread: {one['per_s']} "
             f"req/s (p50 {one['p50_ms']} ms, mean batch {one['mean_batch']})"
         )
+        lines.append("")
+    if "options" in result:
+        for scheduler, r in result["options"].items():
+            lines.append(
+                f"- int8, requests alternating greedy and beam 4, 64 clients, {scheduler}: "
+                f"{r['per_s']} req/s (p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms)"
+            )
         lines.append("")
     if "rss" in result:
         r = result["rss"]
