@@ -16,7 +16,7 @@ from service.errors import error_response
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter, key_label
 from service.routes.deps import header_key
-from service.shutdown import Draining
+from service.shutdown import RETRY_AFTER_S, Draining
 
 
 class RequestMetricsMiddleware:
@@ -81,7 +81,8 @@ class BodyLimitMiddleware:
 
 
 class ConnectionCloseMiddleware:
-    """While the service drains for shutdown, every response closes its connection."""
+    """While the service drains for shutdown, every response closes its connection; past the
+    grace window, new requests get 503 with Retry-After (service.shutdown)."""
 
     def __init__(self, app: ASGIApp, draining: Draining) -> None:
         self.app = app
@@ -90,6 +91,11 @@ class ConnectionCloseMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.draining.refusing:
+            headers = {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"}
+            refusal = error_response(503, "not_ready", "the service is shutting down", headers)
+            await refusal(scope, receive, send)
             return
 
         async def send_closing(message: Message) -> None:

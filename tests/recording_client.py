@@ -101,6 +101,9 @@ async def run_load(
                 record.outcomes.append(outcome)
                 if outcome.kind == "refused" and stop_on_refused:
                     return
+                if outcome.status in (429, 503) and "retry-after" in outcome.headers:
+                    # A well-behaved client: told when to come back, it waits until then.
+                    await asyncio.sleep(float(outcome.headers["retry-after"]))
 
         await asyncio.gather(*(worker() for _ in range(clients)))
     return record

@@ -15,6 +15,7 @@ import yaml
 
 from service.metrics import Metrics
 from service.settings import Settings
+from service.shutdown import FRESH_CONNECTION_WAIT_S, REFUSE_S
 from tests.test_delivery import final_stage, find_tool, one
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,8 +176,9 @@ def test_grace_period_fits_the_graceful_shutdown(rendered: tuple[str, list[Manif
     grace = float(data["NMT_SHUTDOWN_GRACE_S"])
     deadline = float(data.get("NMT_REQUEST_TIMEOUT_S", Settings().request_timeout_s))
     assert grace > 0 and pre_stop > 0
-    # preStop, then the grace window, then requests still in flight run to their deadline.
-    needed = pre_stop + grace + deadline
+    # preStop, the grace window, the 503 window, fresh connections' wait, then requests
+    # still in flight run to their deadline.
+    needed = pre_stop + grace + REFUSE_S + FRESH_CONNECTION_WAIT_S + deadline
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > needed
 
 
