@@ -4,8 +4,9 @@ Starts `python -m service` in a subprocess for each mode (batching on: the confi
 NMT_MAX_BATCH_SIZE; off: NMT_MAX_BATCH_SIZE=1), sends one test_2016_flickr sentence per
 request from N concurrent clients, and reports throughput and latency percentiles at each
 concurrency. The engine's own throughput at batch 32 (same model, backend, precision,
-threads and beam, called directly) is the ceiling the service is compared with. Writes
-bench/results/service.{md,json}.
+threads and beam, called directly) is the ceiling the service is compared with. The server
+takes its scheduler from the environment (NMT_SCHEDULER, continuous by default;
+`python -m bench.continuous` compares the two). Writes bench/results/service.{md,json}.
 """
 
 from __future__ import annotations
