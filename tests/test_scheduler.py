@@ -352,3 +352,58 @@ def test_one_bad_sentence_never_fails_its_batch_mates(torch_engine: TorchEngine)
     assert isinstance(bad, InferenceFailed)
     good = [r[0].translation.text for r in (first, dog, cat)]  # type: ignore[index]
     assert good == alone(torch_engine, ["A man.", "A dog.", "A cat."], GREEDY)
+
+
+def test_admission_policy_budgets_share_and_grouping(torch_engine: TorchEngine) -> None:
+    """What a thread admits at a step boundary (the scheduler's schedule, threads not run)."""
+    from service.scheduler import ContinuousScheduler, Work, _Running
+
+    def scheduler(threads: int = 1, **limits: Any) -> ContinuousScheduler:
+        runner = ModelRunner("en-de", torch_engine, None, Metrics())
+        values: dict[str, Any] = dict(
+            max_sentences=8, max_kv_tokens=65536, max_batch_tokens=4096, max_wait_s=60.0
+        )
+        values.update(limits)
+        return ContinuousScheduler(runner, metrics=runner.metrics, threads=threads, **values)
+
+    def works(n: int, waited: float = 0.0) -> list[Work]:
+        out = [Work("A dog.", 4, GREEDY, lambda *_: None) for _ in range(n)]
+        for w in out:
+            w.enqueued -= waited
+        return out
+
+    def running(n: int) -> dict[Any, _Running]:
+        sources = torch_engine.encode_texts(["A man walks."] * n)
+        batch = torch_engine.new_batch(torch_engine.sentences(sources, max_length=8), 1)
+        return {(id(torch_engine), 1, 0): _Running(torch_engine, batch)}
+
+    # two idle threads share the queue: each takes half, within its row budget
+    s = scheduler(threads=2)
+    s.submit(works(20))
+    assert len(s._schedule(0, {})) == 8  # ceil(20 / 2) = 10, capped at 8 per thread
+    assert len(s._schedule(1, {})) == 8
+    assert s.depth == 4
+    # a thread past its fair share leaves a newcomer to the idle one
+    s = scheduler(threads=2)
+    s._sentences[0] = 7
+    s.submit(works(1))
+    assert s._schedule(0, running(7)) == []
+    assert len(s._schedule(1, {})) == 1
+    # a busy thread with one free row of 8 waits for a quarter of its rows to be free ...
+    s = scheduler()
+    s._sentences[0] = 7
+    s.submit(works(1))
+    assert s._schedule(0, running(7)) == []
+    # ... or for its oldest waiting sentence to have waited max_wait_s
+    s = scheduler()
+    s._sentences[0] = 7
+    s.submit(works(1, waited=61.0))
+    assert len(s._schedule(0, running(7))) == 1
+    # the KV budget: one greedy sentence reserves 8 output + 4 source positions
+    s = scheduler(max_kv_tokens=30, max_wait_s=0.0)
+    s.submit(works(4))
+    assert len(s._schedule(0, {})) == 2  # (2 x 8 + 2 x 4) = 24 <= 30 < 36
+    # an idle thread runs one sentence even when it is over the whole budget
+    s = scheduler(max_kv_tokens=5)
+    s.submit(works(2))
+    assert len(s._schedule(0, {})) == 1
