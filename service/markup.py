@@ -17,8 +17,6 @@ words land inside an inline element is an estimate by position.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborDocumentOptions, LexborHTMLParser, LexborNode
@@ -183,21 +181,3 @@ def parse(html: str, limits: MarkupLimits) -> Document:
         current.nodes.append(node)
     close()
     return Document(parser, whole, runs)
-
-
-async def translate_html(
-    html: str,
-    limits: MarkupLimits,
-    translate: Callable[[list[str]], Awaitable[list[str]]],
-) -> str:
-    """Parse, translate the runs with translate(texts) -> texts, and serialize."""
-    # Parsing and the depth check are CPU work: off the event loop (one parser per call).
-    document = await asyncio.to_thread(parse, html, limits)
-    if not document.runs:
-        return document.parser.html or ""
-    return document.render(await translate(document.texts))
-
-
-def text_of(html: str, limits: MarkupLimits) -> str:
-    """The translatable text of html, for language detection."""
-    return " ".join(t.strip() for t in parse(html, limits).texts)

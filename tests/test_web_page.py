@@ -88,7 +88,7 @@ def by_id(driver: WebDriver, test_id: str):  # type: ignore[no-untyped-def]
     return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{test_id}"]')
 
 
-def wait(driver: WebDriver, condition, timeout: float = 30):  # type: ignore[no-untyped-def]
+def wait(driver: WebDriver, condition, timeout: float = 60):  # type: ignore[no-untyped-def]
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
 
 
