@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from safetensors import safe_open
@@ -12,22 +14,26 @@ from model.checkpoint import read_metrics, read_model_config
 from model.data import TEST_SPLITS
 
 
-def bleu_table(model_dirs: list[Path]) -> str:
-    """One row per (pair, split): cased and lowercased BLEU, greedy and beam."""
+def bleu_table(model_dirs: list[Path], pivots: Sequence[Path] = ()) -> str:
+    """One row per (pair, split): cased and lowercased BLEU, greedy and beam; a pivot's
+    (`model.evaluate --then ... --out F`) pair reads `de-fr (de-en+en-fr)`."""
     lines = [
         "| pair | split | sentences | greedy BLEU | greedy BLEU (lc) | beam BLEU "
         "| beam BLEU (lc) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     signature = ""
-    for model_dir in model_dirs:
-        metrics = read_metrics(model_dir)
+    every = [read_metrics(d) for d in model_dirs] + [json.loads(p.read_text()) for p in pivots]
+    for metrics in every:
+        pair = metrics["pair"]
+        if "route" in metrics:
+            pair += f" ({'+'.join(metrics['route'])})"
         beam_key = f"beam{metrics['decoding']['beam']}"
         for split in (s for s in TEST_SPLITS if s in metrics["bleu"]):
             r = metrics["bleu"][split]
             g, b = r["greedy"], r[beam_key]
             lines.append(
-                f"| {metrics['pair']} | {split} | {r['sentences']} | {g['bleu']:.1f} | "
+                f"| {pair} | {split} | {r['sentences']} | {g['bleu']:.1f} | "
                 f"{g['bleu_lc']:.1f} | {b['bleu']:.1f} | {b['bleu_lc']:.1f} |"
             )
             signature = b["bleu_signature"]
@@ -66,10 +72,13 @@ def _parameter_count(model_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("models", type=Path, nargs="+")
+    parser.add_argument(
+        "--pivots", type=Path, nargs="*", default=[], help="pivot JSONs of model.evaluate --then"
+    )
     args = parser.parse_args(argv)
     print(size_table(args.models))
     print()
-    print(bleu_table(args.models))
+    print(bleu_table(args.models, args.pivots))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from model.card import bleu_table
 from model.checkpoint import load_model
 from model.data import TEST_SPLITS, read_pairs, splits_for
 from model.evaluate import evaluate, score, translate_texts
@@ -33,3 +35,17 @@ def test_a_pivot_must_chain(tiny_models_dir: Path, data_dir: Path) -> None:
     first = load_model(tiny_models_dir / "en-de")
     with pytest.raises(ValueError, match="cannot pivot"):
         evaluate(first, data_dir, splits=("val",), beams=(1,), limit=2, then=first)
+
+
+def test_model_card_labels_a_pivot_by_its_route(tmp_path: Path) -> None:
+    result = {"bleu": 12.5, "bleu_lc": 13.0, "bleu_signature": "sig"}
+    metrics = {
+        "pair": "de-fr",
+        "route": ["de-en", "en-fr"],
+        "decoding": {"beam": 5},
+        "bleu": {"test_2016_flickr": {"sentences": 3, "greedy": result, "beam5": result}},
+    }
+    path = tmp_path / "pivot.json"
+    path.write_text(json.dumps(metrics))
+    rows = bleu_table([], [path]).splitlines()
+    assert rows[2] == "| de-fr (de-en+en-fr) | test_2016_flickr | 3 | 12.5 | 13.0 | 12.5 | 13.0 |"
