@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         default=32,
         ge=1,
         description="Most sentences in one engine call (static scheduler) or in one "
-        "running batch (continuous: per stream and beam size); 1 turns batching off."
+        "running batch (continuous: per stream and beam size); 1 turns batching off.",
     )
     max_batch_tokens: int = Field(
         default=4096,
