@@ -6,10 +6,11 @@ request that would overflow it gets 429 with Retry-After, all of it or none), ca
 running batch at its next step), and draining at shutdown. Then the pair's scheduler
 (service/scheduler.py) decides when each sentence runs:
 
-- continuous (the default): engine threads admit sentences into running batches between
+- continuous (NMT_SCHEDULER=continuous): engine threads admit sentences into running batches between
   decoding steps and resolve each sentence's future the moment it finishes;
-- static: a batch closes (full, over its token budget, or max_wait after its first
-  sentence) and runs to its longest sentence. Kept for A/B runs.
+- static (the default, measured faster on 2 CPU cores: docs/benchmarks.md): a batch
+  closes (full, over its token budget, or max_wait after its first sentence) and runs
+  to its longest sentence.
 """
 
 from __future__ import annotations

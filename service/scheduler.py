@@ -1,4 +1,4 @@
-"""The schedulers behind a pair's Batcher: continuous (the default) and static (for A/B runs).
+"""The schedulers behind a pair's Batcher: static (the default) and continuous.
 
 The continuous scheduler: iteration-level batching on a pair's engine threads.
 
