@@ -135,6 +135,8 @@ class Translator:
             max_wait_s=self.settings.max_wait_ms / 1000,
             max_queue_size=self.settings.max_queue_size,
             metrics=self.metrics,
+            scheduler=self.settings.scheduler,
+            max_kv_tokens=self.settings.max_kv_tokens,
         )
         batcher.start()
         self.batchers[pair] = batcher
