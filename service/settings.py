@@ -75,8 +75,8 @@ class Settings(BaseSettings):
         default="static",
         description="static (the default: measured faster on 2 CPU cores beyond one client, "
         "docs/benchmarks.md): a batch closes (NMT_MAX_BATCH_SIZE, NMT_MAX_BATCH_TOKENS, "
-        "NMT_MAX_WAIT_MS) and runs to its longest sentence; continuous: sentences join and leave running batches between decoding "
-        "steps (one running batch per stream and beam size; NMT_MAX_BATCH_SIZE sentences "
+        "NMT_MAX_WAIT_MS) and runs to its longest sentence; continuous: sentences join and "
+        "leave running batches between decoding steps (one running batch per stream and beam size; NMT_MAX_BATCH_SIZE sentences "
         "each, within NMT_MAX_KV_TOKENS).",
     )
     max_kv_tokens: int = Field(
