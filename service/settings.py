@@ -76,8 +76,8 @@ class Settings(BaseSettings):
         description="static (the default: measured faster on 2 CPU cores beyond one client, "
         "docs/benchmarks.md): a batch closes (NMT_MAX_BATCH_SIZE, NMT_MAX_BATCH_TOKENS, "
         "NMT_MAX_WAIT_MS) and runs to its longest sentence; continuous: sentences join and "
-        "leave running batches between decoding steps (one running batch per stream and beam size; NMT_MAX_BATCH_SIZE sentences "
-        "each, within NMT_MAX_KV_TOKENS).",
+        "leave running batches between decoding steps (one running batch per stream and "
+        "beam size; NMT_MAX_BATCH_SIZE sentences each, within NMT_MAX_KV_TOKENS).",
     )
     max_kv_tokens: int = Field(
         default=65536,
