@@ -16,10 +16,7 @@ from typing import Any
 from service.detect import LANGUAGE_NAMES, Detection, detect_texts
 from service.errors import (
     BeamSizeOutOfRange,
-    EmptyText,
-    InputTooLong,
     LanguageNotDetected,
-    TooManyTexts,
     UnsupportedLanguagePair,
 )
 from service.markup import MarkupLimits, parse
@@ -52,20 +49,6 @@ class Composed:
     @property
     def backend(self) -> str:
         return "+".join(self.backends) or "none"
-
-
-def check_texts(translator: Translator, texts: list[str]) -> None:
-    """The translator's own text checks, made before detection so errors name the real fault."""
-    limits = translator.settings
-    if not texts:
-        raise EmptyText("no text to translate")
-    if len(texts) > limits.max_texts:
-        raise TooManyTexts(f"{len(texts)} texts; at most {limits.max_texts} per request")
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise EmptyText(f"text {i} is empty or blank")
-        if len(text) > limits.max_chars:
-            raise InputTooLong(f"text {i} has {len(text)} characters; at most {limits.max_chars}")
 
 
 def check_alternatives(translator: Translator, alternatives: int) -> None:
@@ -124,7 +107,7 @@ async def translate_texts(
         result = await translator.translate(texts, source, target, **options)
         return Composed(result.texts, result.alternatives, [result.model], [result.backend])
 
-    check_texts(translator, texts)
+    translator.check_texts(texts)
     translator.serving()  # NotReady before any detection work while loading
     detections = await detect_texts(texts)
     groups: dict[str, list[int]] = {}

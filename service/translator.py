@@ -273,9 +273,8 @@ class Translator:
             backends.update(d.backend for d in done)
         return done, backends
 
-    def _check(
-        self, texts: list[str], beam_size: int | None, max_length: int | None, alternatives: int
-    ) -> DecodeOptions:
+    def check_texts(self, texts: list[str]) -> None:
+        """Refuse no texts, too many, a blank one or one over the character limit."""
         limits = self.settings
         if not texts:
             raise EmptyText("no text to translate")
@@ -288,6 +287,12 @@ class Translator:
                 raise InputTooLong(
                     f"text {i} has {len(text)} characters; at most {limits.max_chars}"
                 )
+
+    def _check(
+        self, texts: list[str], beam_size: int | None, max_length: int | None, alternatives: int
+    ) -> DecodeOptions:
+        self.check_texts(texts)
+        limits = self.settings
         beam = limits.default_beam_size if beam_size is None else beam_size
         if not 1 <= beam <= limits.max_beam_size:
             raise BeamSizeOutOfRange(f"beam_size must be 1..{limits.max_beam_size}, not {beam}")

@@ -19,7 +19,6 @@ from starlette.datastructures import UploadFile
 from service.compose import (
     AUTO,
     Composed,
-    check_texts,
     detected_language,
     translate_documents,
     translate_pieces,
@@ -125,7 +124,7 @@ async def _translate(
     translator: Any, settings: Settings, body: LibreTranslateRequest, texts: list[str]
 ) -> Composed:
     if body.format == "html":
-        check_texts(translator, texts)
+        translator.check_texts(texts)
         limits = MarkupLimits(settings.max_chars, settings.max_html_depth)
         return await translate_documents(
             translator, texts, body.source, body.target, limits, alternatives=body.alternatives

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service.compose import check_texts, translate_documents, translate_texts
+from service.compose import translate_documents, translate_texts
 from service.detect import Detection
 from service.markup import MarkupLimits
 from service.routes.deps import TranslatorDep, require_api_key, unless_disconnected
@@ -46,7 +46,7 @@ async def translate(
     markup."""
     texts = [body.text] if isinstance(body.text, str) else body.text
     if body.format == "html":
-        check_texts(translator, texts)
+        translator.check_texts(texts)
         limits = MarkupLimits(translator.settings.max_chars, translator.settings.max_html_depth)
         work = translate_documents(
             translator,
