@@ -18,13 +18,14 @@ import httpx
 import pytest
 
 from service.settings import Settings
+from tests.conftest import in_ci
 from tests.service_helpers import free_port, service_process
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = ["Dockerfile", "Dockerfile.gpu"]
 PROFILES = [None, "gpu", "loadtest"]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "nmt-service.json"
-IN_CI = os.environ.get("CI") == "true"
+IN_CI = in_ci()  # CI set to any true value
 
 
 def find_tool(name: str) -> str:
@@ -226,14 +227,103 @@ def test_monitoring_config_points_at_the_api() -> None:
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid.group(1)}
 
 
-def test_readme_documents_every_setting() -> None:
+# ----- the docs: the settings table, links -----
+
+CONFIGURATION = REPO / "docs" / "configuration.md"
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def documented_defaults() -> dict[str, str]:
+    """Each setting of docs/configuration.md's tables with its default cell."""
+    text = CONFIGURATION.read_text()
+    return dict(re.findall(r"^\| `(NMT_[A-Z_]+)` \| ([^|]*?) \|", text, re.MULTILINE))
+
+
+def default_matches(cell: str, default: object) -> bool:
+    """A cell states the default: `value` as the code has it, or `(...)` for unset."""
+    literal = re.fullmatch(r"`([^`]*)`", cell)
+    if literal is None:
+        return cell.startswith("(") and default in (None, [])
+    value = literal.group(1)
+    if isinstance(default, bool):
+        return value == str(default).lower()
+    if isinstance(default, int | float):
+        try:
+            return float(value) == default
+        except ValueError:
+            return False
+    if isinstance(default, Path):
+        return Path(value) == default
+    return isinstance(default, str) and value == default
+
+
+@pytest.mark.parametrize(
+    ("cell", "default", "matches"),
+    [
+        ("`5`", 5.0, True),
+        ("`10`", 5.0, False),
+        ("`models`", Path("models"), True),
+        ("`memory://`", "memory://", True),
+        ("(none)", "memory://", False),
+        ("(none)", None, True),
+        ("`none`", None, False),
+        ("(none)", [], True),
+    ],
+)
+def test_default_cells_are_read_as_the_code_would(
+    cell: str, default: object, matches: bool
+) -> None:
+    assert default_matches(cell, default) is matches
+
+
+def test_configuration_page_documents_every_setting_and_its_default() -> None:
+    documented = documented_defaults()
+    fields = {f"NMT_{name.upper()}": info for name, info in Settings.model_fields.items()}
+    assert fields.keys() <= documented.keys(), (
+        f"missing from docs/configuration.md: {sorted(fields.keys() - documented.keys())}"
+    )
+    assert documented.keys() <= fields.keys(), (
+        f"in docs/configuration.md but not a setting: {sorted(documented.keys() - fields.keys())}"
+    )
+    wrong = {
+        name: (cell, fields[name].get_default(call_default_factory=True))
+        for name, cell in documented.items()
+        if not default_matches(cell, fields[name].get_default(call_default_factory=True))
+    }
+    assert not wrong, f"defaults in docs/configuration.md that the code does not have: {wrong}"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    return {slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.MULTILINE)}
+
+
+def test_readme_links_every_docs_page() -> None:
     readme = (REPO / "README.md").read_text()
-    table = set(re.findall(r"^\| `(NMT_[A-Z_]+)`", readme, re.MULTILINE))
-    fields = {f"NMT_{name.upper()}" for name in Settings.model_fields}
-    assert fields <= table, f"missing from the README table: {sorted(fields - table)}"
-    assert table <= fields, f"in the README table but not a setting: {sorted(table - fields)}"
-    for heading in ("## Model card", "## Benchmarks"):
-        assert re.search(rf"^{heading}$", readme, re.MULTILINE), heading
+    linked = set(re.findall(r"\]\((docs/[^)#\s]+)", readme))
+    pages = {f"docs/{page.name}" for page in (REPO / "docs").glob("*.md")}
+    assert pages <= linked, f"docs pages the README does not link: {sorted(pages - linked)}"
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_links_between_the_docs_resolve(page: Path) -> None:
+    """Every relative link names a file of the repository, and its #anchor a heading there."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        missing_anchor = bool(anchor) and resolved.suffix == ".md"
+        if not resolved.exists() or (missing_anchor and anchor not in anchors(resolved)):
+            broken.append(target)
+    assert not broken, f"{page.name}: links that go nowhere: {broken}"
 
 
 # ----- the image's command, outside a container -----
