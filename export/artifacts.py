@@ -1,7 +1,8 @@
 """Exported graphs on disk: one directory per precision, cached by checkpoint hash, atomic.
 
-Layout: `<root>/<src>-<tgt>-<hash>/<precision>/{encoder.onnx, decoder.onnx, export.json}`
-with root `$NMT_ARTIFACTS_DIR` or `artifacts/` in the repository. Each precision directory
+Layout: `<root>/<src>-<tgt>-<hash>/<precision>/`, holding the graphs of export/contract.py
+(encoder, decoder, select_past, select_sources) and export.json, with root
+`$NMT_ARTIFACTS_DIR` or `artifacts/` in the repository. Each precision directory
 is built in a temporary sibling and renamed into place, so a reader sees a whole variant or
 none; two processes exporting the same model at once both succeed and one result is kept.
 A variant is reused only if its manifest names the same checkpoint hash and graph format:
@@ -18,24 +19,35 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export.graphs import DECODER_FILE, ENCODER_FILE, OPSET, GraphNames
+from export.contract import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    GRAPH_FORMAT,
+    MANIFEST_FILE,
+    OPSET,
+    PRECISIONS,
+    SELECT_PAST_FILE,
+    SELECT_SOURCES_FILE,
+    GraphNames,
+)
+from export.select_graph import write_select_graphs
 from model.checkpoint import model_hash, read_model_config
 
 ARTIFACTS_ENV = "NMT_ARTIFACTS_DIR"
-MANIFEST_FILE = "export.json"
-PRECISIONS = ("fp32", "int8", "fp16")
-# The graphs' interface (inputs, outputs, their meaning); bump it whenever that changes.
-# 3: the decoder's top-k outputs; 4: that top-k in two stages; 5: the encoder packs real tokens;
-# 6: a position per row and a left-padded, masked past (continuous batching)
-GRAPH_FORMAT = 6
 REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger(__name__)
+
+# torch.onnx.export keeps module-level state (opset, export mode), so two pairs exporting at
+# once (a first start loading pairs in parallel) could corrupt each other's graphs. Exports
+# take turns; a variant already cached is looked up without waiting.
+_EXPORT_LOCK = threading.Lock()
 
 
 def artifacts_root() -> Path:
@@ -65,6 +77,14 @@ class GraphSet:
     @property
     def decoder(self) -> Path:
         return self.directory / DECODER_FILE
+
+    @property
+    def select_past(self) -> Path:
+        return self.directory / SELECT_PAST_FILE
+
+    @property
+    def select_sources(self) -> Path:
+        return self.directory / SELECT_SOURCES_FILE
 
     def manifest(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads((self.directory / MANIFEST_FILE).read_text())
@@ -105,6 +125,18 @@ def ensure_graphs(model_dir: Path, precision: str, root: Path | None = None) -> 
     return export_graphs(Path(model_dir), out_dir, [precision])[precision]
 
 
+def graphs_cached(model_dir: Path, precision: str, root: Path | None = None) -> bool:
+    """True if this checkpoint's graphs at this precision (and the fp32 graphs every variant
+    is made from) are cached and current, so that ensure_graphs exports nothing: the cache's
+    own test (hash, graph format, checksums), a stale or corrupt variant counts as missing."""
+    directory = model_artifacts_dir(Path(model_dir), root)
+    version = model_hash(Path(model_dir))
+    try:
+        return all(_is_current(directory / v, version) for v in dict.fromkeys(("fp32", precision)))
+    except (OSError, ValueError):
+        return False
+
+
 def _export_fp32(model_dir: Path, out_dir: Path) -> None:
     from export.exporter import export_fp32
     from model.checkpoint import load_model
@@ -141,15 +173,24 @@ def _ensure(final: Path, version: str, build: Callable[[Path], None]) -> GraphSe
     precision = final.name
     if _is_current(final, version):
         return GraphSet(final, precision)
+    with _EXPORT_LOCK:
+        if _is_current(final, version):  # another thread exported it meanwhile
+            return GraphSet(final, precision)
+        _build(final, version, build)
+    return GraphSet(final, precision)
+
+
+def _build(final: Path, version: str, build: Callable[[Path], None]) -> None:
+    precision = final.name
     tmp = Path(tempfile.mkdtemp(prefix=f".{precision}-", dir=final.parent))
     try:
         build(tmp)
+        write_select_graphs(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; a service running as another user reads it
         (tmp / MANIFEST_FILE).write_text(json.dumps(_manifest(tmp, version, precision), indent=2))
         _publish(tmp, final, version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return GraphSet(final, precision)
 
 
 def _publish(tmp: Path, final: Path, version: str) -> None:
@@ -182,6 +223,11 @@ def _manifest(directory: Path, version: str, precision: str) -> dict[str, Any]:
         "n_decoder_layers": n_layers,
         "encoder": {"inputs": names.encoder_inputs, "outputs": names.encoder_outputs},
         "decoder": {"inputs": names.decoder_inputs, "outputs": names.decoder_outputs},
+        "select_past": {"inputs": names.select_past_inputs, "outputs": names.select_past_outputs},
+        "select_sources": {
+            "inputs": names.select_sources_inputs,
+            "outputs": names.select_sources_outputs,
+        },
         "sha256": _checksums(directory),
         "versions": {
             "torch": torch.__version__,

@@ -18,17 +18,10 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
+from export.contract import DECODER_FILE, ENCODER_FILE, OPSET, TOP_K_OUTPUTS, GraphNames
 from export.decoder_step import DecoderStepGraph
 from export.encoder_graph import EncoderGraph
-from export.graphs import (
-    DECODER_FILE,
-    ENCODER_FILE,
-    OPSET,
-    TOP_K_OUTPUTS,
-    GraphNames,
-    dynamic_axes,
-    example_inputs,
-)
+from export.graphs import dynamic_axes, example_inputs
 from model.transformer import Transformer
 
 

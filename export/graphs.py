@@ -1,90 +1,16 @@
-"""The interface of the two ONNX graphs (names, dynamic axes, tracing inputs) and the encoder.
+"""Tracing the encoder and decoder graphs: dynamic axes and example inputs.
 
-Encoder: source ids and mask -> cross-attention keys and values of every decoder layer,
-computed once per request. Decoder with past (export/decoder_step.py): one new token and
-its position per row, the source mask and the cache -> log-probabilities of the next token
-and the cache grown by one position; and, for a `k` given at run time, each row's k best
-log-probabilities and their tokens (ONNX TopK, ties to the lower token id), which is all a
-search step needs: fetching those instead of the whole (rows, vocabulary) matrix keeps it
-on a GPU.
-
-The cache crosses the graph boundary one tensor per layer (`past_self_k_0`, ...), not
-stacked (L, B, H, T, Dh) as `KVCache` holds it in PyTorch: a stacked input costs a Split
-and a stacked output a Concat, two more copies of the whole cache per step; per-layer
-tensors measured 7.5 -> 4.1 ms per decoder run at 32 rows and 17.6 -> 13.0 ms at 128
-(one thread, d_model 256, 3 decoder layers).
+The graphs' names, files and format are the contract in export/contract.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
-
 import torch
 from torch import Tensor
 
+from export.contract import GraphNames
 from model.config import ModelConfig
 from model.transformer import DecoderLayer, Transformer
-
-ENCODER_FILE = "encoder.onnx"
-DECODER_FILE = "decoder.onnx"
-# ONNX opset: 17 has LayerNormalization, which ORT's CPU and CUDA kernels run fused.
-OPSET = 17
-TOP_K_OUTPUTS = ("top_log_probs", "top_tokens")
-
-
-@dataclass(frozen=True)
-class GraphNames:
-    """Input and output names of both graphs for a decoder of n_layers layers."""
-
-    n_layers: int
-
-    def _per_layer(self, *prefixes: str) -> list[str]:
-        return [f"{p}_{i}" for p in prefixes for i in range(self.n_layers)]
-
-    @cached_property
-    def cross(self) -> list[str]:
-        """cross_k_0..L-1, cross_v_0..L-1: (N, H, S, Dh), one entry per source sentence."""
-        return self._per_layer("cross_k", "cross_v")
-
-    @cached_property
-    def past(self) -> list[str]:
-        """past_self_k_0..L-1, past_self_v_0..L-1: (B, H, T, Dh), left-padded: row r's
-        past is its last `positions[r]` slots."""
-        return self._per_layer("past_self_k", "past_self_v")
-
-    @cached_property
-    def present(self) -> list[str]:
-        """present_self_k_0..L-1, present_self_v_0..L-1: (B, H, T + 1, Dh)."""
-        return self._per_layer("present_self_k", "present_self_v")
-
-    @cached_property
-    def encoder_inputs(self) -> list[str]:
-        return ["src_ids", "src_mask"]
-
-    @cached_property
-    def encoder_outputs(self) -> list[str]:
-        return self.cross
-
-    @cached_property
-    def step_inputs(self) -> list[str]:
-        """The inputs of the traced decoder step."""
-        return ["tokens", "positions", "src_mask", *self.past, *self.cross]
-
-    @cached_property
-    def step_outputs(self) -> list[str]:
-        """The outputs of the traced decoder step: log_probs (B, V) and the grown cache."""
-        return ["log_probs", *self.present]
-
-    @cached_property
-    def decoder_inputs(self) -> list[str]:
-        """The decoder graph's inputs: the step's, and k (1,) int64 for the top-k outputs."""
-        return [*self.step_inputs, "k"]
-
-    @cached_property
-    def decoder_outputs(self) -> list[str]:
-        """The step's outputs, then top_log_probs (B, k) float32 and top_tokens (B, k) int64."""
-        return [*self.step_outputs, *TOP_K_OUTPUTS]
 
 
 def decoder_layers(model: Transformer) -> list[DecoderLayer]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from export.graphs import DECODER_FILE, ENCODER_FILE, TOP_K_OUTPUTS
+from export.contract import DECODER_FILE, ENCODER_FILE, TOP_K_OUTPUTS
 
 
 def quantize_int8(fp32_dir: Path, out_dir: Path) -> None:

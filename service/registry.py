@@ -7,15 +7,13 @@ of the primary engine switches to.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.checkpoint import CONFIG_FILE, model_hash, read_model_config
+from model.checkpoint import CONFIG_FILE, read_model_config
 from model.tokenizer import Tokenizer
 from service.engine.base import Engine, Translation
 from service.engine.loader import load_engine
@@ -209,41 +207,18 @@ def torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-# torch.onnx.export keeps module-level state (opset, export mode), so two pairs exporting at
-# once (a first start loading pairs in parallel) could corrupt each other's graphs. Exports
-# take turns; a pair whose graphs are already cached loads without waiting.
-_EXPORT_LOCK = threading.Lock()
-
-
-def graphs_cached(model_dir: Path, precision: str, root: Path | None = None) -> bool:
-    """True if this checkpoint's graphs at this precision (and the fp32 graphs every variant is
-    made from) are in the cache and current, so loading them exports nothing."""
-    # The cache's own test (hash, graph format, checksums), so that a variant it would
-    # export again (stale or corrupt) counts as missing here.
-    from export.artifacts import _is_current, model_artifacts_dir
-
-    directory = model_artifacts_dir(model_dir, root)
-    version = model_hash(model_dir)
-    try:
-        return all(_is_current(directory / v, version) for v in dict.fromkeys(("fp32", precision)))
-    except (OSError, ValueError):
-        return False
-
-
 def load_onnx(model_dir: Path, options: LoadOptions) -> Engine:
-    """A warmed-up ONNX Runtime engine (graphs exported into the cache when missing)."""
-    from service.engine.onnx_engine import load_onnx_engine
-
-    cached = graphs_cached(model_dir, options.precision, options.artifacts_dir)
-    with contextlib.nullcontext() if cached else _EXPORT_LOCK:
-        engine = load_onnx_engine(
-            model_dir,
-            device=options.device,
-            precision=options.precision,
-            threads=options.threads,
-            streams=options.streams,
-            artifacts_root=options.artifacts_dir,
-        )
+    """A warmed-up ONNX Runtime engine (graphs exported into the cache when missing; exports
+    of pairs loading at once take turns, see export.artifacts)."""
+    engine = load_engine(
+        model_dir,
+        backend="onnx",
+        device=options.device,
+        precision=options.precision,
+        threads=options.threads,
+        streams=options.streams,
+        artifacts_root=options.artifacts_dir,
+    )
     engine.warmup()
     return engine
 

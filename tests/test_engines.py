@@ -16,7 +16,7 @@ from model.data import read_lines
 from model.search import beam_search
 from service.engine.base import Engine, Translation, share_cost, stream_shares
 from service.engine.loader import load_engine
-from service.engine.onnx_engine import OnnxEngine, load_onnx_engine
+from service.engine.onnx_engine import OnnxEngine
 from service.engine.ort_session import cuda_available
 
 
@@ -203,7 +203,7 @@ def test_cuda_request_falls_back_to_cpu(
     if cuda_available():
         pytest.skip("this machine has CUDA: the fallback does not happen")
     with caplog.at_level(logging.WARNING):
-        engine = load_onnx_engine(tiny_model_dir, device="cuda", precision="fp16")
+        engine = load_engine(tiny_model_dir, device="cuda", precision="fp16")
     assert (engine.device, engine.precision) == ("cpu", "fp32")
     assert "CUDAExecutionProvider is not available" in caplog.text
 
@@ -211,7 +211,7 @@ def test_cuda_request_falls_back_to_cpu(
 def test_ctranslate2_peer_matches_torch_greedy(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The benchmark's CTranslate2 model is our checkpoint: same greedy tokens as PyTorch."""
     from bench.ctranslate2_model import convert
-    from bench.engines import Job, run_job
+    from bench.engine_job import Job, run_job
     from model.checkpoint import load_model
 
     ct2_dir = convert(load_model(tiny_model_dir), tmp_path / "ct2")
@@ -247,23 +247,25 @@ def test_stream_shares_split_a_batch_into_balanced_shares() -> None:
     assert stream_shares([4, 2], 8) == [[1], [0]]
 
 
+@pytest.mark.parametrize("overhead", [0, 4, 16])
 @pytest.mark.parametrize("streams", [2, 3])
-def test_stream_shares_minimize_the_largest_share_cost(streams: int) -> None:
-    """Against every way of cutting the length order into at most `streams` runs."""
+def test_stream_shares_minimize_the_largest_share_cost(streams: int, overhead: int) -> None:
+    """Against every way of cutting the length order into at most `streams` runs, at each
+    per-step overhead of the share cost (the default, 4, and two others)."""
     rng = random.Random(streams)
     for _ in range(50):
         lengths = [rng.randint(1, 40) for _ in range(rng.randint(2, 12))]
         ordered = sorted(lengths)
 
         def largest(runs: list[list[int]]) -> int:
-            return max(share_cost(max(run), len(run)) for run in runs)
+            return max(share_cost(max(run), len(run), overhead) for run in runs)
 
         best = min(
             largest([ordered[a:b] for a, b in itertools.pairwise([0, *cuts, len(ordered)])])
             for count in range(streams)
             for cuts in itertools.combinations(range(1, len(ordered)), count)
         )
-        shares = stream_shares(lengths, streams)
+        shares = stream_shares(lengths, streams, overhead=overhead)
         assert len(shares) <= streams
         assert largest([[lengths[i] for i in share] for share in shares]) == best
 
@@ -272,8 +274,8 @@ def test_stream_shares_minimize_the_largest_share_cost(streams: int) -> None:
 def test_streams_give_the_same_translations_as_one_batch(
     tiny_model_dir: Path, artifacts_dir: Path, texts: list[str], beam_size: int
 ) -> None:
-    one = load_onnx_engine(tiny_model_dir, threads=1, streams=1)
-    three = load_onnx_engine(tiny_model_dir, threads=3, streams=3)
+    one = load_engine(tiny_model_dir, threads=1, streams=1)
+    three = load_engine(tiny_model_dir, threads=3, streams=3)
     assert (one.streams, three.streams) == (1, 3)
     # an empty text too: its fully masked row attends evenly over zeroed padding, the same
     # whatever share of the batch it lands in

@@ -12,15 +12,8 @@ import pytest
 import torch
 
 from export.__main__ import main as export_main
-from export.artifacts import (
-    GRAPH_FORMAT,
-    MANIFEST_FILE,
-    GraphSet,
-    _publish,
-    ensure_graphs,
-    export_graphs,
-)
-from export.graphs import GraphNames
+from export.artifacts import GraphSet, _publish, ensure_graphs, export_graphs
+from export.contract import GRAPH_FORMAT, MANIFEST_FILE, GraphNames
 from model.checkpoint import LoadedModel, load_model, model_hash
 from model.data import read_lines
 from model.search import pad_batch
@@ -212,6 +205,53 @@ def test_fp16_graph_keeps_float32_log_probs(
     assert (
         max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected, strict=True)) < 0.05
     )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "fp16"])
+def test_select_graphs_take_rows_as_the_decoder_types_them(
+    tiny_graphs: dict[str, GraphSet], precision: str
+) -> None:
+    """Each variant ships select_past and select_sources, named by the contract, typed as its
+    decoder takes the cache (float16 in fp16), listed and checksummed in its manifest, and
+    giving exactly x[index] for any index: repeated rows, reordered, fewer, none."""
+    graphs = tiny_graphs[precision]
+    names = GraphNames(2)
+    manifest = graphs.manifest()
+    assert {graphs.select_past.name, graphs.select_sources.name} <= set(manifest["sha256"])
+    decoder = {i.name: i.type for i in ort_session(graphs.decoder).get_inputs()}
+    dtype = np.float16 if decoder["past_self_k_0"] == "tensor(float16)" else np.float32
+    assert (dtype == np.float16) == (precision == "fp16")
+    rng = np.random.default_rng(0)
+    for path, inputs, outputs in (
+        (graphs.select_past, names.select_past_inputs, names.select_past_outputs),
+        (graphs.select_sources, names.select_sources_inputs, names.select_sources_outputs),
+    ):
+        key = "select_past" if path == graphs.select_past else "select_sources"
+        assert manifest[key] == {"inputs": inputs, "outputs": outputs}
+        session = ort_session(path)
+        assert [i.name for i in session.get_inputs()] == inputs
+        assert [o.name for o in session.get_outputs()] == outputs
+        assert all(decoder[i.name] == i.type for i in session.get_inputs()[1:])
+        feeds = {
+            name: rng.random((5, 4, 3, 8)).astype(dtype)
+            if name != "src_mask"
+            else rng.random((5, 3)) > 0.5
+            for name in inputs[1:]
+        }
+        for index in ([4, 0, 0, 2], [1], []):
+            got = session.run(None, {"index": np.array(index, dtype=np.int64), **feeds})
+            for name, have in zip(inputs[1:], got, strict=True):
+                assert have.dtype == feeds[name].dtype
+                np.testing.assert_array_equal(have, feeds[name][index])
+
+
+def test_a_corrupt_select_graph_is_exported_again(tiny_model_dir: Path, tmp_path: Path) -> None:
+    graphs = ensure_graphs(tiny_model_dir, "fp32", tmp_path)
+    whole = graphs.select_past.read_bytes()
+    graphs.select_past.write_bytes(whole[: len(whole) // 2])
+    again = ensure_graphs(tiny_model_dir, "fp32", tmp_path)
+    assert again.select_past.read_bytes() == whole
+    onnx.checker.check_model(str(again.select_past), full_check=True)
 
 
 def test_moe_export_matches_torch(

@@ -9,7 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-from export.artifacts import MANIFEST_FILE, ensure_graphs
+from export.artifacts import ensure_graphs
+from export.contract import MANIFEST_FILE
 from tests.service_helpers import in_process, tiny_settings, translate_body
 
 

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from libretranslatepy import LibreTranslateAPI
 
-from export.artifacts import ensure_graphs
+from export.artifacts import ensure_graphs, graphs_cached
 from model.checkpoint import WEIGHTS_FILE
 from service.metrics import Metrics
-from service.registry import graphs_cached
 from service.translator import Translator
 from tests.service_helpers import Served, serve, tiny_settings
 

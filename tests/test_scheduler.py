@@ -41,10 +41,10 @@ def torch_engine(tiny_model_dir: Path) -> TorchEngine:
 
 @pytest.fixture(scope="module")
 def onnx_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> OnnxEngine:
-    from service.engine.onnx_engine import load_onnx_engine
-
     root = tmp_path_factory.mktemp("artifacts")
-    return load_onnx_engine(tiny_model_dir, threads=2, artifacts_root=root)
+    engine = load_engine(tiny_model_dir, threads=2, artifacts_root=root)
+    assert isinstance(engine, OnnxEngine)
+    return engine
 
 
 def make_batcher(

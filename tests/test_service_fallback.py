@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import service.registry
-from export.artifacts import MANIFEST_FILE, ensure_graphs
+from export.artifacts import ensure_graphs
+from export.contract import MANIFEST_FILE
 from service.engine.onnx_engine import OnnxEngine
 from tests.service_helpers import Served, serve, tiny_settings, translate_body
 

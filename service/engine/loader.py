@@ -16,8 +16,13 @@ def load_engine(
     *,
     threads: int | None = None,
     streams: int | None = None,
+    artifacts_root: Path | None = None,
 ) -> Engine:
-    """Load `models/<src>-<tgt>` on ONNX Runtime (the served path) or PyTorch (the fallback)."""
+    """Load `models/<src>-<tgt>` on ONNX Runtime (the served path) or PyTorch (the fallback).
+
+    threads and streams: the ONNX engine's (see load_onnx_engine); artifacts_root: where its
+    exported graphs are cached (None: $NMT_ARTIFACTS_DIR, else artifacts/).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if device not in DEVICES:
@@ -31,5 +36,10 @@ def load_engine(
     from service.engine.onnx_engine import load_onnx_engine
 
     return load_onnx_engine(
-        Path(model_dir), device=device, precision=precision, threads=threads, streams=streams
+        Path(model_dir),
+        device=device,
+        precision=precision,
+        threads=threads,
+        streams=streams,
+        artifacts_root=artifacts_root,
     )

@@ -12,18 +12,13 @@ import torch
 from torch import Tensor
 
 from export.artifacts import GraphSet, ensure_graphs
-from export.graphs import GraphNames
+from export.contract import GraphNames
 from model.checkpoint import model_hash, read_model_config
 from model.search import pad_batch
 from model.tokenizer import TOKENIZER_FILE, Tokenizer
 from service.engine.base import Engine
 from service.engine.ort_io import DeviceIO, GraphIO, HostIO, Value
-from service.engine.ort_session import (
-    CUDA_PROVIDER,
-    available_cpus,
-    cuda_available,
-    make_session,
-)
+from service.engine.ort_session import CUDA_PROVIDER, available_cpus, cuda_available
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +103,16 @@ class OnnxEngine(Engine):
         # ORT sessions take concurrent runs: the streams share the sessions and their weights.
         self.streams = max(1, streams)
         names = GraphNames(n_layers)
-        encoder = make_session(graphs.encoder, device, threads)
-        decoder = make_session(graphs.decoder, device, threads)
-        if device == "cuda" and CUDA_PROVIDER not in decoder.get_providers():
-            # IO binding would place the cache on a device ORT does not run on.
-            raise RuntimeError(f"ONNX Runtime could not start CUDA for {graphs.decoder}")
         # IO binding keeps the cache on the GPU; on the CPU, plain numpy feeds are as fast
         # (measured) and simpler, so binding there is only for exercising the CUDA path.
-        if device == "cuda" if io_binding is None else io_binding:
-            self.io: GraphIO = DeviceIO(encoder, decoder, names, device=device, threads=threads)
-        else:
-            self.io = HostIO(encoder, decoder, names, threads=threads)
+        io = DeviceIO if (device == "cuda" if io_binding is None else io_binding) else HostIO
+        self.io: GraphIO = io(graphs, names, device=device, threads=threads)
+        if device == "cuda" and CUDA_PROVIDER not in self.io.decoder.get_providers():
+            # IO binding would place the cache on a device ORT does not run on.
+            raise RuntimeError(f"ONNX Runtime could not start CUDA for {graphs.decoder}")
 
     def warmup(self) -> None:
-        """Also build the row-selection graph that dropping a finished sentence runs."""
+        """Also run the row-select graphs that dropping a finished sentence runs."""
         super().warmup()
         token = self.eos_id + 1
         state = self.start([[token] * 4, [token] * 2])
@@ -138,7 +129,7 @@ class OnnxEngine(Engine):
 
     def step(self, state: OrtState, tokens: Tensor) -> tuple[Tensor, OrtState]:
         ids = step_ids(tokens)
-        log_probs, present = self.io.decode(
+        (log_probs,), present = self.io.decode(
             ids, state.positions, state.src_mask, state.past, state.cross
         )
         return torch.from_numpy(log_probs), state.grown(present)
@@ -153,15 +144,15 @@ class OnnxEngine(Engine):
         sentences/s fp32, 760-777 vs 741-782 int8, batch 32, 2 streams.)
         """
         ids = step_ids(tokens)
-        values, top, present = self.io.decode_top_k(
-            ids, state.positions, state.src_mask, state.past, state.cross, k
+        (values, top), present = self.io.decode(
+            ids, state.positions, state.src_mask, state.past, state.cross, k=k
         )
         return torch.from_numpy(values), torch.from_numpy(top), state.grown(present)
 
     def select(self, state: OrtState, rows: Tensor, sources: Tensor | None) -> OrtState:
         index = rows.numpy().astype(np.int64, copy=False)
         positions = state.positions[index]
-        past = self.io.gather(state.past, index)
+        past = self.io.select_past(state.past, index)
         slots = state_slots(past)
         longest = int(positions.max()) if len(positions) else 0
         if longest < slots:  # the longest rows left: drop the padding no row needs
@@ -176,7 +167,7 @@ class OnnxEngine(Engine):
             )
         entries = sources.numpy().astype(np.int64, copy=False)
         src_host = state.src_host[entries]
-        src_mask, *cross = self.io.gather([state.src_mask, *state.cross], entries)
+        src_mask, cross = self.io.select_sources(state.src_mask, state.cross, entries)
         width = max(1, int(src_host.sum(axis=1).max())) if len(entries) else 1
         if width < src_host.shape[1]:  # the longest sources left
             src_host = np.ascontiguousarray(src_host[:, :width])

@@ -1,4 +1,4 @@
-"""`python -m export.verify --model models/en-de`: the ONNX graphs against the PyTorch model.
+"""`python -m service.engine.verify --model models/en-de`: ONNX Runtime against PyTorch.
 
 For each precision: the largest difference of the next-token log-probabilities over every
 step of teacher-forced decoding (log-probabilities are the logits shifted by a per-row
@@ -25,6 +25,7 @@ import torch
 from export.artifacts import model_artifacts_dir
 from model.data import default_data_dir, read_lines
 from service.engine.base import Engine
+from service.engine.loader import load_engine
 from service.engine.ort_session import cuda_available
 
 SPLIT = "test_2016_flickr"
@@ -101,9 +102,6 @@ def verify(
     """Run every check; returns the report (also the JSON written to disk)."""
     import sacrebleu
 
-    from service.engine.loader import load_engine
-    from service.engine.onnx_engine import load_onnx_engine
-
     if threads:
         torch.set_num_threads(threads)
     reference = load_engine(model_dir, backend="torch", device=device)
@@ -120,8 +118,9 @@ def verify(
     results = []
     for precision in precisions:
         # fp16 graphs are for the GPU; on the CPU the reference stays there.
-        engine = load_onnx_engine(
+        engine = load_engine(
             model_dir,
+            backend="onnx",
             device="cuda" if precision == "fp16" else device,
             precision=precision,
             threads=threads,
