@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,10 +26,18 @@ class PositionwiseFeedForward(nn.Module):
 
 
 class MoEFeedForward(nn.Module):
-    """Mixture of experts: E routed experts (top-k per token), optional always-on shared experts."""
+    """Mixture of experts: E routed experts (top-k per token), optional always-on shared experts.
+
+    It returns only its output, as the dense FFN does, so that one Add&Norm path serves every
+    sublayer; the load-balancing loss of its last pass waits in `aux_loss` for the training
+    loss to collect (`load_balancing_loss` below).
+    """
+
+    aux_loss: Tensor | None
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.aux_loss = None
         self.n_experts = config.moe_experts
         self.top_k = config.moe_top_k
         self.gate = nn.Linear(config.d_model, config.moe_experts, bias=False)
@@ -46,8 +56,8 @@ class MoEFeedForward(nn.Module):
         weights, experts = probs.topk(self.top_k, dim=-1)
         return probs, experts, weights / weights.sum(dim=-1, keepdim=True)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T, D) -> output (B, T, D) and the load-balancing loss."""
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, D); keeps this pass's load-balancing loss in `aux_loss`."""
         b, t, d = x.shape
         tokens = x.reshape(b * t, d)  # (N, D)
         probs, experts, weights = self.route(tokens)
@@ -57,7 +67,8 @@ class MoEFeedForward(nn.Module):
             routed = self._sparse_mixture(tokens, experts, weights)
         for shared in self.shared_experts:
             routed = routed + shared(tokens)
-        return routed.reshape(b, t, d), self.load_balancing_loss(probs, experts)
+        self.aux_loss = self.load_balancing_loss(probs, experts)
+        return routed.reshape(b, t, d)
 
     def _sparse_mixture(self, tokens: Tensor, experts: Tensor, weights: Tensor) -> Tensor:
         """Each expert runs only on the tokens routed to it."""
@@ -95,8 +106,24 @@ def build_feed_forward(config: ModelConfig) -> nn.Module:
     return PositionwiseFeedForward(config.d_model, config.d_ff, config.activation, config.dropout)
 
 
+def load_balancing_loss(modules: Iterable[nn.Module], like: Tensor) -> Tensor:
+    """The sum of the MoE blocks' load-balancing losses from their last pass; 0 when dense.
+
+    `like` gives the zero's dtype and device.
+    """
+    total = like.new_zeros(())
+    for module in modules:
+        if isinstance(module, MoEFeedForward):
+            if module.aux_loss is None:
+                raise RuntimeError("a MoE block's load-balancing loss is read before its pass")
+            total = total + module.aux_loss
+    return total
+
+
 def feed_forward(ffn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run a dense or MoE FFN; returns its output and its load-balancing loss (0 when dense)."""
-    if isinstance(ffn, MoEFeedForward):
-        return ffn(x)
-    return ffn(x), x.new_zeros(())
+    """Run a dense or MoE FFN; returns its output and its load-balancing loss (0 when dense).
+
+    For export/, which calls the FFN outside Add&Norm; the model itself calls `ffn(x)`.
+    """
+    out = ffn(x)
+    return out, load_balancing_loss([ffn], x)

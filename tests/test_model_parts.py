@@ -8,16 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.config import ModelConfig
 from model.transformer import (
     LayerNorm,
     MultiHeadAttention,
     PositionalEncoding,
     SublayerConnection,
+    Transformer,
     build_model,
     scaled_dot_product_attention,
     sinusoidal_table,
 )
+from tests.tiny_models import tiny_config
 
 
 def test_layer_norm_matches_torch() -> None:
@@ -57,7 +58,7 @@ def test_attention_softmax_is_stable_for_large_scores() -> None:
 
 def test_multi_head_attention_concatenates_heads_and_projects() -> None:
     torch.manual_seed(0)
-    config = ModelConfig(d_model=12, n_heads=3, dropout=0.0)
+    config = tiny_config(d_model=12, n_heads=3)
     mha = MultiHeadAttention(config).eval()
     x = torch.randn(2, 5, 12)
     k, v = mha.project_kv(x)
@@ -84,7 +85,7 @@ def test_positional_encoding_formula() -> None:
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_add_and_norm_orders(norm_first: bool) -> None:
     torch.manual_seed(0)
-    config = ModelConfig(d_model=8, n_heads=2, dropout=0.0, norm_first=norm_first)
+    config = tiny_config(d_model=8, n_heads=2, norm_first=norm_first)
     sub = SublayerConnection(config)
     x = torch.randn(2, 3, 8)
 
@@ -96,21 +97,9 @@ def test_add_and_norm_orders(norm_first: bool) -> None:
     torch.testing.assert_close(sub(x, double), expected, atol=1e-5, rtol=1e-5)
 
 
-def tiny(norm_first: bool = True, **kw: object) -> torch.nn.Module:
+def tiny(norm_first: bool = True, **kw: object) -> Transformer:
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=50,
-        d_model=16,
-        n_heads=2,
-        n_encoder_layers=2,
-        n_decoder_layers=2,
-        d_ff=32,
-        dropout=0.0,
-        norm_first=norm_first,
-        max_length=40,
-        **kw,
-    )  # type: ignore[arg-type]
-    return build_model(cfg).eval()
+    return build_model(tiny_config(vocab_size=50, norm_first=norm_first, **kw)).eval()
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
@@ -155,3 +144,49 @@ def test_gelu_activation_option() -> None:
     src = torch.randint(4, 50, (1, 5))
     logits, _ = model(src, torch.ones_like(src, dtype=torch.bool), src)
     assert logits.shape == (1, 5, 50)
+
+
+@pytest.mark.parametrize("kw", [{}, {"moe_experts": 2, "moe_top_k": 1}])
+def test_every_sublayer_goes_through_add_and_norm(kw: dict[str, object]) -> None:
+    """Each layer's sublayers (self-attention, cross-attention, FFN) run inside their
+    SublayerConnection once per pass: one Add&Norm path for all of them."""
+    model = tiny(**kw)
+    calls = {name: 0 for name, m in model.named_modules() if isinstance(m, SublayerConnection)}
+    for name, m in model.named_modules():
+        if isinstance(m, SublayerConnection):
+            m.register_forward_hook(
+                lambda _m, _i, _o, name=name: calls.__setitem__(name, calls[name] + 1)
+            )
+    src = torch.randint(4, 50, (2, 5))
+    model(src, torch.ones_like(src, dtype=torch.bool), src)
+    assert len(calls) == 2 * 2 + 3 * 2  # 2 encoder layers of 2 sublayers, 2 decoder layers of 3
+    assert set(calls.values()) == {1}
+
+
+def test_checkpoint_keys_and_parameter_order_are_the_shipped_ones() -> None:
+    """models/*/model.safetensors and a resumable last.pt name the weights so, and the
+    optimiser state in last.pt follows this parameter order: moving code must keep both."""
+    attention = [f"{p}.{w}" for p in ("q_proj", "kv_proj", "out_proj") for w in ("weight", "bias")]
+    ffn = ["ffn.w1.weight", "ffn.w1.bias", "ffn.w2.weight", "ffn.w2.bias"]
+
+    def norm(prefix: str) -> list[str]:
+        return [f"{prefix}.gamma", f"{prefix}.beta"]
+
+    encoder = [f"self_attn.{a}" for a in attention] + ffn
+    encoder += norm("attn_sublayer.norm") + norm("ffn_sublayer.norm")
+    decoder = [f"{attn}.{a}" for attn in ("self_attn", "cross_attn") for a in attention] + ffn
+    decoder += norm("self_sublayer.norm") + norm("cross_sublayer.norm") + norm("ffn_sublayer.norm")
+    expected = ["embedding.weight"]
+    expected += [f"encoder_layers.{i}.{k}" for i in range(2) for k in encoder]
+    expected += [f"decoder_layers.{i}.{k}" for i in range(2) for k in decoder]
+    expected += norm("encoder_norm") + norm("decoder_norm")
+    tied = tiny()
+    assert [name for name, _ in tied.named_parameters()] == [*expected, "generator.proj.bias"]
+    assert list(tied.state_dict()) == [*expected, "generator.proj.weight", "generator.proj.bias"]
+    untied = tiny(tie_embeddings=False)
+    assert [name for name, _ in untied.named_parameters()] == [
+        *expected,
+        "generator.proj.weight",
+        "generator.proj.bias",
+        "target_embedding.weight",
+    ]

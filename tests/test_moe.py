@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from model.config import ModelConfig
 from model.feed_forward import MoEFeedForward
 from model.transformer import build_model
+from tests.tiny_models import tiny_config
 
 
 def moe(**kw: object) -> MoEFeedForward:
@@ -16,7 +17,7 @@ def moe(**kw: object) -> MoEFeedForward:
         d_model=16, n_heads=2, d_ff=32, dropout=0.0, moe_experts=4, moe_top_k=2
     )
     values.update(kw)
-    return MoEFeedForward(ModelConfig(**values))  # type: ignore[arg-type]
+    return MoEFeedForward(tiny_config(**values))
 
 
 def test_each_token_goes_to_k_distinct_experts_with_weights_summing_to_one() -> None:
@@ -32,7 +33,7 @@ def test_each_token_goes_to_k_distinct_experts_with_weights_summing_to_one() -> 
 def test_sparse_dispatch_equals_the_dense_weighted_sum() -> None:
     layer = moe(moe_shared_experts=1)
     x = torch.randn(2, 5, 16)
-    out, _ = layer(x)
+    out = layer(x)
     tokens = x.reshape(10, 16)
     _, experts, weights = layer.route(tokens)
     expected = layer.shared_experts[0](tokens)
@@ -67,14 +68,11 @@ def test_load_balancing_loss_is_one_when_balanced_and_higher_when_not() -> None:
 
 def test_moe_model_trains() -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(
+    cfg = tiny_config(
         vocab_size=16,
-        d_model=32,
-        n_heads=4,
         n_encoder_layers=1,
         n_decoder_layers=1,
         d_ff=32,
-        dropout=0.0,
         moe_experts=4,
         moe_top_k=2,
         moe_shared_experts=1,
@@ -96,3 +94,22 @@ def test_moe_model_trains() -> None:
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
     gate_grads = [layer.ffn.gate.weight for layer in model.encoder_layers]
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in gate_grads)
+
+
+def test_the_model_collects_every_blocks_load_balancing_loss() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(vocab_size=16, moe_experts=4, moe_top_k=1)).eval()
+    blocks = [m for m in model.modules() if isinstance(m, MoEFeedForward)]
+    inputs: list[torch.Tensor] = []
+    for block in blocks:
+        block.register_forward_hook(lambda _m, inp, _o: inputs.append(inp[0]))
+    src = torch.randint(4, 16, (3, 6))
+    with torch.no_grad():
+        _, aux = model(src, torch.ones_like(src, dtype=torch.bool), src[:, :4])
+        expected = 0.0
+        for block, x in zip(blocks, inputs, strict=True):
+            probs, experts, _ = block.route(x.reshape(-1, x.size(-1)))
+            expected += float(block.load_balancing_loss(probs, experts))
+    assert len(blocks) == 4  # two encoder and two decoder layers
+    # each block's loss is positive, so a block left out (or a stale one) shows
+    assert float(aux) == pytest.approx(expected, rel=1e-6)
