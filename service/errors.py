@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.schemas import ErrorResponse
+
 log = logging.getLogger(__name__)
 
 
@@ -102,12 +104,19 @@ class BeamSizeOutOfRange(InvalidRequest):
     type = "beam_size_out_of_range"
 
 
-class QueueFull(ServiceError):
+class RetryLater(ServiceError):
+    """A refusal that passes: Retry-After tells the client when to try again."""
+
+    retry_after_s = 5
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        seconds = self.retry_after_s if retry_after_s is None else retry_after_s
+        super().__init__(message, headers={"Retry-After": str(seconds)})
+
+
+class QueueFull(RetryLater):
     status_code = 429
     type = "queue_full"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class ClientDisconnected(ServiceError):
@@ -117,14 +126,11 @@ class ClientDisconnected(ServiceError):
     type = "client_disconnected"
 
 
-class NotReady(ServiceError):
+class NotReady(RetryLater):
     """Models still loading, none could be loaded, or the service is shutting down."""
 
     status_code = 503
     type = "not_ready"
-
-    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class DeadlineExceeded(ServiceError):
@@ -138,6 +144,22 @@ class InferenceFailed(ServiceError):
     status_code = 500
     type = "inference_failed"
 
+
+# The error responses an API route documents in /docs: every failure has the same body.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": what}
+    for code, what in {
+        400: "Invalid JSON, an unsupported language pair or format, or a language that "
+        "could not be detected",
+        401: "Missing or invalid API key",
+        413: "Request body too large",
+        415: "Body not sent as application/json",
+        422: "Empty text, text too long, too many texts, beam size out of range, wrong types",
+        429: "Queue full (see Retry-After)",
+        503: "Models loading or shutting down (see Retry-After)",
+        504: "Not translated before the request deadline",
+    }.items()
+}
 
 _HTTP_TYPES = {
     400: "bad_request",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import onnxruntime as ort
@@ -26,6 +26,9 @@ from export.contract import SELECT_INDEX, TOP_K_OUTPUTS, GraphNames
 from service.engine.ort_session import make_session
 
 Value = Any  # np.ndarray on the host, ort.OrtValue on the device
+Feeds = Mapping[str, Value]  # a graph's inputs by name
+Names = Sequence[str]
+Session: TypeAlias = ort.InferenceSession
 
 
 class GraphIO(ABC):
@@ -47,17 +50,9 @@ class GraphIO(ABC):
         self.select_sources_graph = make_session(graphs.select_sources, device, threads)
 
     @abstractmethod
-    def _run(
-        self,
-        session: ort.InferenceSession,
-        host_inputs: Mapping[str, np.ndarray],
-        inputs: Mapping[str, Value],
-        fetch: Sequence[str],
-        keep: Sequence[str],
-    ) -> list[Value]:
-        """One graph run. host_inputs: numpy arrays wherever the graph runs; inputs: values
-        as this IO holds them. Returns the outputs in fetch as numpy arrays, then those in
-        keep as this IO holds them."""
+    def _run(self, graph: Session, feeds: Feeds, fetch: Names, keep: Names) -> list[Value]:
+        """One graph run on feeds (numpy arrays, or values as this IO holds them). Returns
+        the outputs in fetch as numpy arrays, then those in keep as this IO holds them."""
 
     @abstractmethod
     def to_host(self, values: Sequence[Value]) -> list[np.ndarray]:
@@ -74,7 +69,7 @@ class GraphIO(ABC):
     def encode(self, src_ids: np.ndarray, src_mask: np.ndarray) -> tuple[Value, list[Value]]:
         """-> the source mask as the decoder takes it, and cross_k_*, cross_v_* per layer."""
         feeds = {"src_ids": src_ids, "src_mask": src_mask}
-        cross = self._run(self.encoder, feeds, {}, [], self.names.encoder_outputs)
+        cross = self._run(self.encoder, feeds, [], self.names.encoder_outputs)
         return self.from_host([src_mask])[0], cross
 
     def decode(
@@ -94,54 +89,40 @@ class GraphIO(ABC):
         are N contiguous groups, one per entry of src_mask and cross; row r has decoded
         positions[r] tokens (B,) int64, its past the last positions[r] slots.
         """
-        host = {
+        feeds = {
             "tokens": tokens,
             "positions": positions,
             "k": np.array([self.idle_k if k is None else k], dtype=np.int64),
+            "src_mask": src_mask,
         }
-        values = {"src_mask": src_mask}
-        values.update(zip(self.names.past, past, strict=True))
-        values.update(zip(self.names.cross, cross, strict=True))
+        feeds.update(zip(self.names.past, past, strict=True))
+        feeds.update(zip(self.names.cross, cross, strict=True))
         fetch = ["log_probs"] if k is None else list(TOP_K_OUTPUTS)
-        outputs = self._run(self.decoder, host, values, fetch, self.names.present)
+        outputs = self._run(self.decoder, feeds, fetch, self.names.present)
         return outputs[: len(fetch)], outputs[len(fetch) :]
 
     def select_past(self, past: Sequence[Value], index: np.ndarray) -> list[Value]:
         """Rows index (R,) of every past tensor, in that order."""
         names = self.names
-        values = dict(zip(names.select_past_inputs[1:], past, strict=True))
-        return self._run(
-            self.select_past_graph, {SELECT_INDEX: index}, values, [], names.select_past_outputs
-        )
+        feeds = {SELECT_INDEX: index, **dict(zip(names.select_past_inputs[1:], past, strict=True))}
+        return self._run(self.select_past_graph, feeds, [], names.select_past_outputs)
 
     def select_sources(
         self, src_mask: Value, cross: Sequence[Value], index: np.ndarray
     ) -> tuple[Value, list[Value]]:
         """Entries index (R,) of the source mask and of every cross tensor, in that order."""
         names = self.names
-        values = dict(zip(names.select_sources_inputs[1:], [src_mask, *cross], strict=True))
-        mask, *selected = self._run(
-            self.select_sources_graph,
-            {SELECT_INDEX: index},
-            values,
-            [],
-            names.select_sources_outputs,
-        )
-        return mask, selected
+        selected = zip(names.select_sources_inputs[1:], [src_mask, *cross], strict=True)
+        feeds = {SELECT_INDEX: index, **dict(selected)}
+        mask, *rows = self._run(self.select_sources_graph, feeds, [], names.select_sources_outputs)
+        return mask, rows
 
 
 class HostIO(GraphIO):
     """numpy in, numpy out: the CPU path."""
 
-    def _run(
-        self,
-        session: ort.InferenceSession,
-        host_inputs: Mapping[str, np.ndarray],
-        inputs: Mapping[str, Value],
-        fetch: Sequence[str],
-        keep: Sequence[str],
-    ) -> list[Value]:
-        return list(session.run([*fetch, *keep], {**host_inputs, **inputs}))
+    def _run(self, graph: Session, feeds: Feeds, fetch: Names, keep: Names) -> list[Value]:
+        return list(graph.run([*fetch, *keep], dict(feeds)))
 
     def empty_past(self, rows: int, like: Value) -> list[Value]:
         _, h, _, dh = like.shape
@@ -167,26 +148,20 @@ class DeviceIO(GraphIO):
         past = next(i for i in self.decoder.get_inputs() if i.name == names.past[0])
         self.cache_dtype = np.float16 if past.type == "tensor(float16)" else np.float32
 
-    def _run(
-        self,
-        session: ort.InferenceSession,
-        host_inputs: Mapping[str, np.ndarray],
-        inputs: Mapping[str, Value],
-        fetch: Sequence[str],
-        keep: Sequence[str],
-    ) -> list[Value]:
-        binding = session.io_binding()
-        for name, array in host_inputs.items():
-            binding.bind_cpu_input(name, array)
-        for name, value in inputs.items():
-            binding.bind_ortvalue_input(name, value)
+    def _run(self, graph: Session, feeds: Feeds, fetch: Names, keep: Names) -> list[Value]:
+        binding = graph.io_binding()
+        for name, value in feeds.items():  # numpy arrays are host inputs, copied over
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
         # Only what is fetched crosses to the host (an unbound output is not fetched); the
         # outputs kept (the grown cache, selected rows) stay where they are.
         for name in fetch:
             binding.bind_output(name, "cpu")
         for name in keep:
             binding.bind_output(name, self.device, 0)
-        session.run_with_iobinding(binding)
+        graph.run_with_iobinding(binding)
         outputs = list(binding.get_outputs())
         return [v.numpy() for v in outputs[: len(fetch)]] + outputs[len(fetch) :]
 

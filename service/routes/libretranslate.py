@@ -26,6 +26,7 @@ from service.compose import (
 )
 from service.detect import LANGUAGE_NAMES, Detection, detect_texts
 from service.errors import (
+    ERROR_RESPONSES,
     EmptyText,
     FileTooLarge,
     InvalidFile,
@@ -42,7 +43,6 @@ from service.routes.deps import (
     header_key,
     unless_disconnected,
 )
-from service.routes.translate import ERRORS
 from service.schemas import (
     DetectedLanguage,
     DetectRequest,
@@ -136,7 +136,7 @@ async def _translate(
 
 @router.post(
     "/translate",
-    responses=ERRORS,
+    responses=ERROR_RESPONSES,
     response_model_exclude_none=True,
     openapi_extra=_body_schema(LibreTranslateRequest, *_FORMS),
 )
@@ -180,7 +180,9 @@ async def languages(translator: TranslatorDep) -> list[LanguageResponse]:
     ]
 
 
-@router.post("/detect", responses=ERRORS, openapi_extra=_body_schema(DetectRequest, _FORMS[0]))
+@router.post(
+    "/detect", responses=ERROR_RESPONSES, openapi_extra=_body_schema(DetectRequest, _FORMS[0])
+)
 async def detect(
     body: Annotated[DetectRequest, Depends(detect_body)], settings: SettingsDep
 ) -> list[DetectedLanguage]:
@@ -286,7 +288,7 @@ def _file_text(upload: UploadFile, data: bytes, settings: Settings) -> tuple[str
     return suffix, text
 
 
-@router.post("/translate_file", responses=ERRORS, openapi_extra=_FILE_FORM)
+@router.post("/translate_file", responses=ERROR_RESPONSES, openapi_extra=_FILE_FORM)
 async def translate_file(
     request: Request, translator: TranslatorDep, settings: SettingsDep, store: FileStoreDep
 ) -> TranslateFileResponse:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 
 from service.compose import translate_documents, translate_texts
 from service.detect import Detection
+from service.errors import ERROR_RESPONSES
 from service.markup import MarkupLimits
 from service.routes.deps import TranslatorDep, require_api_key, unless_disconnected
 from service.schemas import (
     DetectedLanguage,
-    ErrorResponse,
     TranslateRequest,
     TranslateResponse,
     TranslationItem,
@@ -20,24 +18,8 @@ from service.schemas import (
 
 router = APIRouter(prefix="/v1", tags=["translate"], dependencies=[Depends(require_api_key)])
 
-# Shown in /docs: every failure has the same body.
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": what}
-    for code, what in {
-        400: "Invalid JSON, an unsupported language pair or format, or a language that "
-        "could not be detected",
-        401: "Missing or invalid API key",
-        413: "Request body too large",
-        415: "Body not sent as application/json",
-        422: "Empty text, text too long, too many texts, beam size out of range, wrong types",
-        429: "Queue full (see Retry-After)",
-        503: "Models loading or shutting down (see Retry-After)",
-        504: "Not translated before the request deadline",
-    }.items()
-}
 
-
-@router.post("/translate", response_model_exclude_none=True, responses=ERRORS)
+@router.post("/translate", response_model_exclude_none=True, responses=ERROR_RESPONSES)
 async def translate(
     body: TranslateRequest, request: Request, translator: TranslatorDep
 ) -> TranslateResponse:
