@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -308,6 +309,18 @@ def test_readme_links_every_docs_page() -> None:
     linked = set(re.findall(r"\]\((docs/[^)#\s]+)", readme))
     pages = {f"docs/{page.name}" for page in (REPO / "docs").glob("*.md")}
     assert pages <= linked, f"docs pages the README does not link: {sorted(pages - linked)}"
+
+
+@pytest.mark.parametrize(
+    "page",
+    [page for page in DOCS if page.name != "decisions.md"],  # its commands name old commits
+    ids=lambda p: p.relative_to(REPO).as_posix(),
+)
+def test_commands_in_the_docs_run_modules_that_exist(page: Path) -> None:
+    """A `python -m X` on a page names a module of this checkout (or an installed one)."""
+    modules = set(re.findall(r"python -m ([A-Za-z_][\w.]*)", page.read_text()))
+    missing = sorted(m for m in modules if importlib.util.find_spec(m) is None)
+    assert not missing, f"{page.name} runs modules that do not exist: {missing}"
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
