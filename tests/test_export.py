@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +253,25 @@ def test_a_corrupt_select_graph_is_exported_again(tiny_model_dir: Path, tmp_path
     again = ensure_graphs(tiny_model_dir, "fp32", tmp_path)
     assert again.select_past.read_bytes() == whole
     onnx.checker.check_model(str(again.select_past), full_check=True)
+
+
+def test_an_export_without_select_graphs_gets_them_when_run(
+    tiny_model_dir: Path, tiny_graphs: dict[str, GraphSet], tmp_path: Path, data_dir: Path
+) -> None:
+    """graphs_dir (an A/B of two exports) also takes an export made before the row-select
+    graphs: they are written beside its decoder, and it translates as the current one."""
+    from service.engine.loader import load_engine
+
+    current = tiny_graphs["fp32"]
+    old = tmp_path / "old"
+    old.mkdir()
+    for path in (current.encoder, current.decoder):
+        shutil.copy(path, old / path.name)
+    texts = read_lines(data_dir, "test_2016_flickr", "en")[:6]
+    want = load_engine(tiny_model_dir, graphs_dir=current.directory).translate(texts, beam_size=2)
+    got = load_engine(tiny_model_dir, graphs_dir=old).translate(texts, beam_size=2)
+    assert [t.tokens for t in got] == [t.tokens for t in want]
+    assert (old / current.select_past.name).read_bytes() == current.select_past.read_bytes()
 
 
 def test_moe_export_matches_torch(

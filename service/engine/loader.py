@@ -17,11 +17,12 @@ def load_engine(
     threads: int | None = None,
     streams: int | None = None,
     artifacts_root: Path | None = None,
+    graphs_dir: Path | None = None,
 ) -> Engine:
     """Load `models/<src>-<tgt>` on ONNX Runtime (the served path) or PyTorch (the fallback).
 
-    threads and streams: the ONNX engine's (see load_onnx_engine); artifacts_root: where its
-    exported graphs are cached (None: $NMT_ARTIFACTS_DIR, else artifacts/).
+    threads, streams, artifacts_root (where exported graphs are cached) and graphs_dir (run
+    these graphs instead): the ONNX engine's, see load_onnx_engine.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -30,6 +31,8 @@ def load_engine(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if backend == "torch":
+        if graphs_dir is not None:
+            raise ValueError("graphs_dir is for the onnx backend")
         from service.engine.torch_engine import TorchEngine
 
         return TorchEngine(load_model(model_dir), device=device, precision=precision)
@@ -42,4 +45,5 @@ def load_engine(
         threads=threads,
         streams=streams,
         artifacts_root=artifacts_root,
+        graphs_dir=graphs_dir,
     )

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from export.artifacts import GraphSet, ensure_graphs
 from export.contract import GraphNames
+from export.select_graph import write_select_graphs
 from model.checkpoint import model_hash, read_model_config
 from model.search import pad_batch
 from model.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -255,8 +256,10 @@ def load_onnx_engine(
 
     threads: intra-op threads in all (None: ORT's default; on the CPU, one per core);
     streams: batches decoded at once (None: on the CPU one per thread, on CUDA one);
-    graphs_dir: run the graphs in this directory as they are (an A/B of two exports),
-    instead of the model's cached export.
+    artifacts_root: where exported graphs are cached (None: $NMT_ARTIFACTS_DIR, else
+    artifacts/); graphs_dir: run the graphs in this directory as they are (an A/B of two
+    exports), instead of the model's cached export; an export of a format before the
+    row-select graphs gets them written beside its decoder.
     """
     model_dir = Path(model_dir)
     if device == "cuda" and not cuda_available():
@@ -275,6 +278,8 @@ def load_onnx_engine(
         graphs = ensure_graphs(model_dir, precision, artifacts_root)
     else:
         graphs = GraphSet(Path(graphs_dir), precision)
+        if not (graphs.select_past.exists() and graphs.select_sources.exists()):
+            write_select_graphs(graphs.directory)
     return OnnxEngine(
         graphs,
         tokenizer=Tokenizer(model_dir / TOKENIZER_FILE),
