@@ -15,7 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.recording_client import REPO, Process, Record, run_load, service, service_env, wait_for
+from tests.recording_client import (
+    BODY,
+    REPO,
+    Process,
+    Record,
+    run_load,
+    service,
+    service_env,
+    wait_for,
+)
 from tests.service_helpers import free_port
 from tests.test_delivery import find_tool
 
@@ -116,6 +125,50 @@ def test_sigterm_to_one_replica_behind_nginx_loses_nothing(
     assert set(replicas[at_exit + 16 :]) == {b_addr}
     assert code in (0, -signal.SIGTERM)
     assert "grace window over" in a.output()
+
+
+def from_address(url: str, address: str) -> httpx.Client:
+    """A client whose connections leave from `address` (any of 127.0.0.0/8 on Linux)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=url, transport=transport, timeout=60, trust_env=False)
+
+
+def statuses(url: str, address: str, n: int = 1, forwarded_for: str | None = None) -> list[int]:
+    """The status of each of n translations sent from `address`, claiming `forwarded_for`."""
+    headers = {"x-forwarded-for": forwarded_for} if forwarded_for else {}
+    with from_address(url, address) as client:
+        return [
+            client.post("/v1/translate", json=BODY, headers=headers).status_code for _ in range(n)
+        ]
+
+
+def test_limits_per_address_behind_nginx_see_each_client(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """Without API keys a client is its address. Behind nginx the service sees nginx's, so it
+    takes the client's from the X-Forwarded-For nginx sets, and believes that header only
+    from a trusted proxy (uvicorn's FORWARDED_ALLOW_IPS, here nginx's 127.0.0.1)."""
+    env = service_env(tiny_models_dir, rate_limit="2/minute") | {"FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    with service(env, tmp_path / "api.log") as api, nginx(tmp_path, [api]) as (url, access):
+        # Through nginx: two clients, two limits.
+        assert statuses(url, "127.0.0.2", 3) == [200, 200, 429]
+        assert statuses(url, "127.0.0.3") == [200]
+        # A spent client's own header changes nothing: nginx appends the address it saw,
+        # and uvicorn takes the last address that is not a trusted proxy.
+        assert statuses(url, "127.0.0.2", forwarded_for="127.0.0.30") == [429]
+        # Nor can another client spend it by claiming to be it.
+        assert statuses(url, "127.0.0.4", forwarded_for="127.0.0.2") == [200]
+        # Reaching the service directly from an address that is not a trusted proxy: the
+        # header is ignored, and the client is its own address whatever it claims.
+        assert statuses(api.url, "127.0.0.5", forwarded_for="127.0.0.2") == [200]
+        claims = [statuses(api.url, "127.0.0.5", forwarded_for=f"127.0.0.{n}") for n in (31, 32)]
+        assert claims == [[200], [429]]
+        # From the trusted proxy's address the header is believed, as nginx's is.
+        assert statuses(api.url, "127.0.0.1", forwarded_for="127.0.0.2") == [429]
+        assert statuses(api.url, "127.0.0.1", forwarded_for="127.0.0.6") == [200]
+    clients = re.findall(r"^([\d.]+) \"POST ", access.read_text(), re.MULTILINE)
+    # nginx saw each client's own address (and only the proxied requests)
+    assert clients == ["127.0.0.2"] * 3 + ["127.0.0.3", "127.0.0.2", "127.0.0.4"]
 
 
 def test_compose_scale_profile(tmp_path: Path) -> None:
