@@ -406,7 +406,7 @@ class Transformer(nn.Module):
         """Teacher-forced training pass: logits (B, T, V) and the MoE auxiliary loss."""
         memory = self.encode(src_ids, src_mask)
         logits, _ = self.decode_step(tgt_ids, memory, src_mask, None)
-        # the sums stay per stack, in the order they always had, so the loss is bit for bit
+        # a sum per stack, then the two: the order earlier runs used, so they reproduce exactly
         aux = load_balancing_loss(self.encoder_layers.modules(), memory)
         return logits, aux + load_balancing_loss(self.decoder_layers.modules(), memory)
 
