@@ -3,7 +3,10 @@
 Admission is the same whichever scheduler runs the engine: one bounded queue per pair (a
 request that would overflow it gets 429 with Retry-After, all of it or none), cancellation
 (a deadline or a client that left drops its sentences: from the queue at once, from a
-running batch at its next step), and draining at shutdown. Then the pair's scheduler
+running batch at its next step), and draining at shutdown. Nothing is tokenized here: the
+pair's engine thread tokenizes every waiting request's sentences in one call and fails a
+request holding a sentence too long for the model (NMT_TOKENIZE=loop counts each request
+here instead, on the event loop, for A/B runs). Then the pair's scheduler
 (service/scheduler.py) decides when each sentence runs:
 
 - continuous (NMT_SCHEDULER=continuous): engine threads admit sentences into running batches between
@@ -18,17 +21,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from service.engine.base import Translation
-from service.errors import NotReady, QueueFull
+from service.errors import InputTooLong, NotReady, QueueFull
 from service.metrics import Metrics
 from service.registry import DecodeOptions, ModelRunner
-from service.scheduler import ContinuousScheduler, StaticScheduler, Translated, Work
+from service.scheduler import (
+    UNCOUNTED,
+    ContinuousScheduler,
+    StaticScheduler,
+    Translated,
+    Work,
+    tokenize,
+)
 
-__all__ = ["Batcher", "Translated"]
+__all__ = ["Batcher", "TooLong", "Translated"]
 
 log = logging.getLogger(__name__)
+
+# (a sentence's index in its request, its tokens, the model's limit) -> the request's error
+TooLong = Callable[[int, int, int], Exception]
+
+
+def sentence_too_long(index: int, tokens: int, limit: int) -> Exception:
+    return InputTooLong(
+        f"sentence {index} has {tokens} tokens; the model takes at most {limit} per sentence"
+    )
 
 
 def configured_scheduler() -> tuple[str, int]:
@@ -54,10 +74,16 @@ class Batcher:
         metrics: Metrics,
         scheduler: str | None = None,
         max_kv_tokens: int | None = None,
+        tokenize_on: str = "engine",
     ) -> None:
+        """tokenize_on: engine (each pair's engine thread tokenizes the waiting requests in
+        one call) or loop (each request on the event loop in submit, as before: for A/B)."""
+        if tokenize_on not in ("engine", "loop"):
+            raise ValueError(f"tokenize_on must be engine or loop, not {tokenize_on!r}")
         self.runner = runner
         self.max_queue_size = max_queue_size
         self.metrics = metrics
+        self.tokenize_on = tokenize_on
         if scheduler is None or max_kv_tokens is None:
             configured, kv = configured_scheduler()
             scheduler = scheduler or configured
@@ -99,11 +125,34 @@ class Batcher:
         await self._scheduler.close()
 
     async def submit(
-        self, texts: list[str], n_tokens: list[int], options: DecodeOptions
+        self,
+        texts: list[str],
+        n_tokens: Sequence[int] | None,
+        options: DecodeOptions,
+        *,
+        too_long: TooLong = sentence_too_long,
     ) -> list[Translated]:
-        """Queue sentences and wait for all of them; cancelling this drops what is unfinished."""
+        """Queue sentences and wait for all of them; cancelling this drops what is unfinished.
+
+        n_tokens: their source tokens when the caller counted them (and checked them against
+        the model's limit), else None. A request with a sentence over the limit fails with
+        too_long's error for the first such sentence.
+        """
         if self._closing:
             raise NotReady("the service is shutting down")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Translated]] = [loop.create_future() for _ in texts]
+        counts = [UNCOUNTED] * len(texts) if n_tokens is None else n_tokens
+        works = [
+            Work(t, n, options, partial(_resolve_from_thread, loop, f), partial(too_long, i))
+            for i, (t, n, f) in enumerate(zip(texts, counts, futures, strict=True))
+        ]
+        if n_tokens is None and self.tokenize_on == "loop":
+            # the path before: this request alone, on the event loop (its length checked
+            # before the queue's room); the engine tokenizes its sentences again
+            _, refused = tokenize(self.runner, [works], keep_ids=False)
+            if refused:
+                raise refused[0][1]
         # All of a request or none of it; one larger than the queue still gets an empty queue.
         depth = self.depth
         if depth and depth + len(texts) > self.max_queue_size:
@@ -111,12 +160,6 @@ class Batcher:
                 f"{self.runner.pair} queue is full ({depth} sentences waiting); retry later",
                 retry_after_s=1,
             )
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Translated]] = [loop.create_future() for _ in texts]
-        works = [
-            Work(t, n, options, partial(_resolve_from_thread, loop, f))
-            for t, n, f in zip(texts, n_tokens, futures, strict=True)
-        ]
         for work, future in zip(works, futures, strict=True):
             future.add_done_callback(partial(self._cancel, work))
         self._scheduler.submit(works)

@@ -37,14 +37,14 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from model.search import BeamBatch, SearchBatch, Sentence, batch_width
 from service.engine.base import Engine, Translation
-from service.errors import InferenceFailed
+from service.errors import InferenceFailed, InputTooLong
 from service.metrics import Metrics
 from service.registry import BatchResult, DecodeOptions, ModelRunner
 
@@ -64,16 +64,30 @@ class Translated:
     backend: str
 
 
+# Work.n_tokens of a sentence not tokenized yet (its pair's engine thread will).
+UNCOUNTED = -1
+
+
+def default_too_long(tokens: int, limit: int) -> Exception:
+    """The error of a sentence over the model's limit, when its request names none."""
+    return InputTooLong(
+        f"a sentence has {tokens} tokens; the model takes at most {limit} per sentence"
+    )
+
+
 @dataclass(eq=False)
 class Work:
     """One sentence waiting or decoding, and how its outcome goes back to its request."""
 
     text: str
-    n_tokens: int
+    n_tokens: int  # UNCOUNTED until tokenized
     options: DecodeOptions
     # Called once, on an engine thread, with the Translation or the error; it must be
     # thread-safe (the Batcher hands it to the event loop with call_soon_threadsafe).
     resolve: Callable[[Translation | Exception, str], None]
+    # (its tokens, the model's limit) -> the error its request fails with when it is too long
+    too_long: Callable[[int, int], Exception] = default_too_long
+    source: list[int] | None = None  # its token ids, once tokenized on the engine thread
     enqueued: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     isolate: bool = False  # decode alone: its batch failed on the last engine left
@@ -83,6 +97,53 @@ class Work:
     @property
     def width(self) -> int:
         return batch_width(self.options.beam_size, 1 + self.options.num_alternatives)
+
+
+def tokenize(
+    runner: ModelRunner, requests: Sequence[list[Work]], *, keep_ids: bool = True
+) -> tuple[list[Work], list[tuple[list[Work], Exception]]]:
+    """Count the source tokens of the requests' uncounted sentences, in one tokenizer call.
+
+    A sentence over the model's positional table would be cut: its whole request is refused
+    rather than lose text, with the error of its first such sentence. Returns the sentences
+    accepted, in order, and each refused request with its error. keep_ids keeps each
+    sentence's ids for its encoder call.
+    """
+    todo = [w for request in requests for w in request if w.n_tokens == UNCOUNTED]
+    if todo:
+        ids = runner.tokenizer.encode([w.text for w in todo])
+        for work, source in zip(todo, ids, strict=True):
+            work.n_tokens = len(source)
+            work.source = source if keep_ids else None
+    limit = runner.max_source_tokens
+    accepted: list[Work] = []
+    refused: list[tuple[list[Work], Exception]] = []
+    for request in requests:
+        first = next((w for w in request if w.n_tokens > limit), None)
+        if first is None:
+            accepted += request
+        else:
+            refused.append((request, first.too_long(first.n_tokens, limit)))
+    return accepted, refused
+
+
+def fitting(n_tokens: Iterable[int], max_tokens: int, max_sentences: int | None = None) -> int:
+    """How many sentences from the head fit one engine call (at least one): at most
+    max_sentences, and within max_tokens with padding (sentences x the longest)."""
+    longest = count = 0
+    for tokens in n_tokens:
+        longest = max(longest, tokens)
+        if count == max_sentences or (count and (count + 1) * longest > max_tokens):
+            break
+        count += 1
+    return count
+
+
+def fail(works: Iterable[Work], error: Exception) -> None:
+    """Resolve every sentence still wanted with the error."""
+    for work in works:
+        if not work.cancelled:
+            work.resolve(error, "none")
 
 
 @dataclass
@@ -116,6 +177,10 @@ class ContinuousScheduler:
         self.metrics = metrics
         pair = runner.pair
         self._waiting: deque[Work] = deque()
+        # requests whose sentences are not tokenized yet, and how many sentences those hold
+        # (with those being tokenized): a thread tokenizes all of them at its next step
+        self._incoming: list[list[Work]] = []
+        self._uncounted = 0
         self._cond = threading.Condition()
         self._closing = False
         self._cancels = 0  # bumped by cancel(); a thread scans its batches when it changed
@@ -139,12 +204,19 @@ class ContinuousScheduler:
     # ----- the asyncio side (any thread) -----
     @property
     def depth(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + self._uncounted
 
     def submit(self, works: Iterable[Work]) -> None:
+        """Queue one request's sentences: counted ones (their lengths already checked) wait
+        at once, the others once an engine thread has tokenized them."""
+        request = list(works)
         with self._cond:
-            self._waiting.extend(works)
-            self._m_depth.set(len(self._waiting))
+            if any(w.n_tokens == UNCOUNTED for w in request):
+                self._incoming.append(request)
+                self._uncounted += len(request)
+            else:
+                self._waiting.extend(request)
+            self._m_depth.set(self.depth)
             self._cond.notify_all()
 
     def cancel(self, work: Work) -> bool:
@@ -154,9 +226,11 @@ class ContinuousScheduler:
             try:
                 self._waiting.remove(work)
             except ValueError:
-                self._cancels += 1
-                return False
-            self._m_depth.set(len(self._waiting))
+                if not _remove(self._incoming, work):
+                    self._cancels += 1
+                    return False
+                self._uncounted -= 1
+            self._m_depth.set(self.depth)
             return True
 
     async def close(self) -> None:
@@ -173,10 +247,15 @@ class ContinuousScheduler:
         cancels = 0
         while True:
             with self._cond:
-                while not self._waiting and not running and not self._closing:
+                while not (self._waiting or self._incoming or running or self._closing):
                     self._cond.wait()
-                if self._closing and not self._waiting and not running:
+                # (a thread still tokenizing queues what it tokenized, then runs it itself)
+                if self._closing and not (self._waiting or self._incoming or running):
                     return
+                incoming, self._incoming = self._incoming, []
+            if incoming:
+                self._count(incoming)
+            with self._cond:
                 taken = self._schedule(index, running)
                 scan = cancels != self._cancels
                 cancels = self._cancels
@@ -193,9 +272,29 @@ class ContinuousScheduler:
             except Exception:  # a bug here must not leave requests waiting forever
                 log.exception("%s: scheduler thread %d failed", self.runner.pair, index)
                 for run in running.values():
-                    self._fail(run.batch.live_owners, InferenceFailed("the engine failed"))
+                    fail(run.batch.live_owners, InferenceFailed("the engine failed"))
                 running.clear()
             self._account(index, running)
+
+    def _count(self, requests: list[list[Work]]) -> None:
+        """Tokenize waiting requests on this engine thread, all in one call; refused ones
+        (a sentence too long) fail at once, the others join the queue."""
+        n = sum(len(r) for r in requests)
+        try:
+            accepted, refused = tokenize(self.runner, requests)
+        except Exception:  # a tokenizer failure must not leave requests waiting forever
+            log.exception("%s: tokenizing %d sentences failed", self.runner.pair, n)
+            accepted, refused = [], [(r, InferenceFailed("the engine failed")) for r in requests]
+        for request, error in refused:
+            fail(request, error)
+        live = [w for w in accepted if not w.cancelled]
+        with self._cond:
+            self._uncounted -= n
+            self._waiting.extend(live)
+            self._m_depth.set(self.depth)
+            self._cond.notify_all()
+        if len(live) < len(accepted):  # cancelled while being tokenized
+            self.metrics.dropped.labels(self.runner.pair).inc(len(accepted) - len(live))
 
     def _account(self, index: int, running: dict[Any, _Running]) -> None:
         batches = [r.batch for r in running.values()]
@@ -252,7 +351,7 @@ class ContinuousScheduler:
             taken.append(self._waiting.popleft())
             if work.isolate:
                 break
-        self._m_depth.set(len(self._waiting))
+        self._m_depth.set(self.depth)
         # what this thread will hold, so the others see it before the next step's account
         self._sentences[index] += len(taken)
         self._reserved[index] += reserved - start
@@ -296,21 +395,21 @@ class ContinuousScheduler:
 
     def _encoder_chunks(self, group: list[Work]) -> Iterable[list[Work]]:
         """Admitted sentences in encoder calls within max_batch_tokens (padding included)."""
-        chunk: list[Work] = []
-        longest = 0
-        for work in group:
-            longest_next = max(longest, work.n_tokens)
-            if chunk and (len(chunk) + 1) * longest_next > self.max_batch_tokens:
-                yield chunk
-                chunk, longest_next = [], work.n_tokens
-            chunk.append(work)
-            longest = longest_next
-        if chunk:
-            yield chunk
+        while group:
+            take = fitting((w.n_tokens for w in group), self.max_batch_tokens)
+            yield group[:take]
+            group = group[take:]
 
     @staticmethod
     def _encode(engine: Engine, works: list[Work], width: int) -> SearchBatch:
-        sources = engine.encode_texts([w.text for w in works])
+        # Sentences counted on the event loop (NMT_TOKENIZE=loop) are tokenized again here.
+        missing = [w for w in works if w.source is None]
+        if missing:
+            for work, ids in zip(
+                missing, engine.encode_texts([w.text for w in missing]), strict=True
+            ):
+                work.source = ids
+        sources = [w.source for w in works if w.source is not None]
         sentences = [
             Sentence(
                 source,
@@ -387,7 +486,7 @@ class ContinuousScheduler:
             return
         if len(works) == 1 and works[0].isolate:
             log.error("%s: %s failed on one sentence: %r", runner.pair, engine.backend, exc)
-            self._fail(works, InferenceFailed("the model failed to translate this text"))
+            fail(works, InferenceFailed("the model failed to translate this text"))
             return
         log.warning(
             "%s: batch of %d failed on %s (%r); retrying its sentences one by one",
@@ -403,14 +502,19 @@ class ContinuousScheduler:
     def _requeue(self, works: list[Work]) -> None:
         with self._cond:
             self._waiting.extendleft(reversed(works))
-            self._m_depth.set(len(self._waiting))
+            self._m_depth.set(self.depth)
             self._cond.notify_all()
 
-    @staticmethod
-    def _fail(works: Iterable[Work], error: Exception) -> None:
-        for work in works:
-            if not work.cancelled:
-                work.resolve(error, "none")
+
+def _remove(requests: list[list[Work]], work: Work) -> bool:
+    """Take a sentence out of the requests not tokenized yet (True if it was there)."""
+    for i, request in enumerate(requests):
+        if work in request:
+            request.remove(work)
+            if not request:
+                del requests[i]
+            return True
+    return False
 
 
 class StaticScheduler:
@@ -438,6 +542,9 @@ class StaticScheduler:
         self.max_wait_s = max_wait_s
         self.metrics = metrics
         self._queue: deque[Work] = deque()
+        # requests not tokenized yet; the engine thread tokenizes them all before a batch
+        self._incoming: list[list[Work]] = []
+        self._uncounted = 0
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -447,14 +554,21 @@ class StaticScheduler:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._uncounted
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self.runner.pair}")
 
     def submit(self, works: Iterable[Work]) -> None:
-        self._queue.extend(works)
-        self._depth.set(len(self._queue))
+        """Queue one request's sentences: counted ones (their lengths already checked) at
+        once, the others once the engine thread has tokenized them."""
+        request = list(works)
+        if any(w.n_tokens == UNCOUNTED for w in request):
+            self._incoming.append(request)
+            self._uncounted += len(request)
+        else:
+            self._queue.extend(request)
+        self._depth.set(self.depth)
         self._wake.set()
 
     def cancel(self, work: Work) -> bool:
@@ -463,8 +577,10 @@ class StaticScheduler:
         try:
             self._queue.remove(work)
         except ValueError:
-            return False  # already taken into a batch: its result will be discarded
-        self._depth.set(len(self._queue))
+            if not _remove(self._incoming, work):
+                return False  # being tokenized or in a batch: its result will be discarded
+            self._uncounted -= 1
+        self._depth.set(self.depth)
         return True
 
     async def close(self) -> None:
@@ -479,26 +595,44 @@ class StaticScheduler:
         while (batch := await self._next_batch()) is not None:
             await self._execute(batch)
 
-    def _fitting(self) -> int:
-        """How many sentences from the head fit one engine call (at least one)."""
-        longest = 0
-        for n, work in enumerate(self._queue):
-            longest = max(longest, work.n_tokens)
-            if n == self.max_batch_size or (n > 0 and (n + 1) * longest > self.max_batch_tokens):
-                return n
-        return len(self._queue)
+    async def _count(self) -> None:
+        """Tokenize the requests not counted yet, all in one call on the engine thread (idle
+        between batches); refused ones (a sentence too long) fail, the others queue."""
+        requests, self._incoming = self._incoming, []
+        n = sum(len(r) for r in requests)
+        loop = asyncio.get_running_loop()
+        try:
+            accepted, refused = await loop.run_in_executor(
+                self._executor, tokenize, self.runner, requests
+            )
+        except Exception:  # a tokenizer failure must not leave requests waiting forever
+            log.exception("%s: tokenizing %d sentences failed", self.runner.pair, n)
+            accepted, refused = [], [(r, InferenceFailed("the engine failed")) for r in requests]
+        finally:
+            self._uncounted -= n
+        for request, error in refused:
+            fail(request, error)
+        live = [w for w in accepted if not w.cancelled]
+        if len(live) < len(accepted):  # cancelled while being tokenized
+            self.metrics.dropped.labels(self.runner.pair).inc(len(accepted) - len(live))
+        self._queue.extend(live)
+        self._depth.set(self.depth)
 
     async def _next_batch(self) -> list[Work] | None:
         """Wait until a batch closes (full, over budget, waited long enough, or draining)."""
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            if self._incoming:
+                await self._count()  # what arrives meanwhile sets _wake again
             if not self._queue:
-                if self._closing:
+                if self._closing and not self._incoming:
                     return None
                 await self._wake.wait()
                 continue
-            take = self._fitting()
+            take = fitting(
+                (w.n_tokens for w in self._queue), self.max_batch_tokens, self.max_batch_size
+            )
             # enqueued is time.monotonic(), the clock of the loop's time()
             close_at = self._queue[0].enqueued + self.max_wait_s
             if (
@@ -508,7 +642,7 @@ class StaticScheduler:
                 or loop.time() >= close_at
             ):
                 batch = [self._queue.popleft() for _ in range(take)]
-                self._depth.set(len(self._queue))
+                self._depth.set(self.depth)
                 return batch
             try:
                 async with asyncio.timeout_at(close_at):

@@ -87,6 +87,19 @@ class Settings(BaseSettings):
         "position is 2 x layers x d_model floats, 6 KiB for the shipped models). A "
         "sentence waits for room; one alone always runs.",
     )
+    tokenize: Literal["engine", "loop"] = Field(
+        default="engine",
+        description="Where a request's sentences are tokenized and checked against the "
+        "model's length limit. engine: on the pair's engine thread, all waiting requests in "
+        "one call, once; loop: each request on the event loop, and again by the engine (the "
+        "path before, kept for A/B runs).",
+    )
+    json_response: Literal["orjson", "fastapi"] = Field(
+        default="orjson",
+        description="What renders the JSON routes' bodies (the same bodies either way). "
+        "orjson: orjson, as FastAPI's default response class; fastapi: FastAPI's own "
+        "(pydantic-core for routes with a response model). Kept for A/B runs.",
+    )
     max_queue_size: int = Field(
         default=1024,
         ge=1,

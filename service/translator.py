@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.batcher import Batcher, Translated
+from service.batcher import Batcher, TooLong, Translated
 from service.engine.ort_session import available_cpus
 from service.errors import (
     BeamSizeOutOfRange,
@@ -137,6 +137,7 @@ class Translator:
             metrics=self.metrics,
             scheduler=self.settings.scheduler,
             max_kv_tokens=self.settings.max_kv_tokens,
+            tokenize_on=self.settings.tokenize,
         )
         batcher.start()
         self.batchers[pair] = batcher
@@ -238,12 +239,9 @@ class Translator:
         options = self._check(texts, beam_size, max_length, alternatives)
         route = self.route(source_lang, target_lang)
         segments = [split_sentences(t) for t in texts]
-        sentences = [s for seg in segments for s in seg.sentences]
-        n_tokens = route[0].count_tokens(sentences)
-        self._check_lengths(segments, n_tokens, route[0].max_source_tokens)
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
-                done, backends = await self._passes(route, segments, sentences, n_tokens, options)
+                done, backends = await self._passes(route, segments, options)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"not translated within {self.settings.request_timeout_s:g} s"
@@ -251,25 +249,24 @@ class Translator:
         return self._reassemble(segments, done, route, backends, alternatives)
 
     async def _passes(
-        self,
-        route: list[ModelRunner],
-        segments: list[Segments],
-        sentences: list[str],
-        n_tokens: list[int],
-        options: DecodeOptions,
+        self, route: list[ModelRunner], segments: list[Segments], options: DecodeOptions
     ) -> tuple[list[Translated], set[str]]:
-        """Each pass of the route through its pair's batcher; the best output feeds the next."""
+        """Each pass of the route through its pair's batcher; the best output feeds the next.
+
+        The batcher's engine thread tokenizes each pass's sentences; one longer than its
+        model takes fails the request with too_long's error.
+        """
         backends: set[str] = set()
+        sentences = [s for seg in segments for s in seg.sentences]
         done: list[Translated] = []
         for i, runner in enumerate(route):
             if i:
                 sentences = [d.translation.text for d in done]
-                n_tokens = runner.count_tokens(sentences)
-                self._check_pivot_lengths(segments, n_tokens, route[i - 1], runner)
             # A pivot pass decodes its best only, at the request's beam, to its own budget.
             last = i == len(route) - 1
             step = options if last else DecodeOptions(options.beam_size, None, 0)
-            done = await self.batchers[runner.pair].submit(sentences, n_tokens, step)
+            error = too_long(segments, route[i - 1] if i else None, runner)
+            done = await self.batchers[runner.pair].submit(sentences, None, step, too_long=error)
             backends.update(d.backend for d in done)
         return done, backends
 
@@ -304,36 +301,6 @@ class Translator:
         return DecodeOptions(max(beam, alternatives + 1), max_length, alternatives)
 
     @staticmethod
-    def _check_lengths(segments: list[Segments], n_tokens: list[int], limit: int) -> None:
-        # Longer sentences would be cut by the positional table: refuse rather than lose text.
-        counts = iter(n_tokens)
-        for i, seg in enumerate(segments):
-            for _ in seg.sentences:
-                n = next(counts)
-                if n > limit:
-                    raise InputTooLong(
-                        f"text {i} has a sentence of {n} tokens; the model "
-                        f"takes at most {limit} per sentence"
-                    )
-
-    @staticmethod
-    def _check_pivot_lengths(
-        segments: list[Segments], n_tokens: list[int], first: ModelRunner, second: ModelRunner
-    ) -> None:
-        # The first model's output is capped by its own positional table, in its own tokens;
-        # the second's tokenizer may count more.
-        limit = second.max_source_tokens
-        counts = iter(n_tokens)
-        for i, seg in enumerate(segments):
-            for _ in seg.sentences:
-                n = next(counts)
-                if n > limit:
-                    raise InputTooLong(
-                        f"text {i} has a sentence whose {first.pair} translation has {n} "
-                        f"tokens; {second.pair} takes at most {limit} per sentence"
-                    )
-
-    @staticmethod
     def _reassemble(
         segments: list[Segments],
         done: list[Translated],
@@ -366,6 +333,24 @@ class Translator:
         return TranslateResult(
             texts, alts, model, "+".join(sorted(backends)), [r.pair for r in route]
         )
+
+
+def too_long(segments: list[Segments], first: ModelRunner | None, runner: ModelRunner) -> TooLong:
+    """The error of a pass's sentence longer than its model takes, naming its text: the
+    positional table would cut it, so the request is refused rather than lose text. In a
+    pivot's second pass, the first model's output (capped by its own positional table, in
+    its own tokens) may still count more in the second's tokenizer."""
+    text_of = [i for i, seg in enumerate(segments) for _ in seg.sentences]
+
+    def error(sentence: int, tokens: int, limit: int) -> Exception:
+        what = "of" if first is None else f"whose {first.pair} translation has"
+        model = "the model" if first is None else runner.pair
+        return InputTooLong(
+            f"text {text_of[sentence]} has a sentence {what} {tokens} tokens; "
+            f"{model} takes at most {limit} per sentence"
+        )
+
+    return error
 
 
 def find_routes(runners: dict[str, ModelRunner]) -> dict[str, list[str]]:
