@@ -30,7 +30,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 MODEL_DIRS := $(patsubst %/config.json,%,$(wildcard $(MODELS_DIR)/*/config.json))
 EXPORTS := $(patsubst $(MODELS_DIR)/%,$(ARTIFACTS_DIR)/.exported/%,$(MODEL_DIRS))
 
-.PHONY: help setup setup-dev export serve test lint bench train clean
+.PHONY: help setup setup-dev export serve test test-fast lint bench train clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,10 @@ serve: $(STAMP) export ## set up, export, and serve the shipped models on port 8
 
 test: $(DEV_STAMP) export ## set up with dev tools and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: `pytest -m "not slow"` leaves out every test that starts a server.
+test-fast: $(DEV_STAMP) ## the tests that start no server (pytest -m "not slow")
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP) ## ruff (lint and format) over the repository, mypy over the typed packages
 	$(BIN)/ruff check .

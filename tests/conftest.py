@@ -3,22 +3,79 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 import torch
 
+from model.config import ModelConfig
 from model.data import default_data_dir, read_lines
 from model.tokenizer import Tokenizer, train_tokenizer
+from service.settings import Settings
+from tests import service_helpers, tiny_models
 from tests.tiny_models import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Values of CI that mean "not CI"; anything else (true, 1, yes, True...) means CI.
+NOT_CI = {"", "0", "false", "no", "off", "n", "f"}
+# The service's own variables: a shell that sets one (an API key, a backend) must not change
+# what the tests see, in this process or in the services they start.
+SETTING_VARIABLES = {f"NMT_{name.upper()}" for name in Settings.model_fields}
+LOOPBACK = "localhost,127.0.0.1,::1"
+
+
+def in_ci() -> bool:
+    """Whether this run is CI: CI set to any true value (CI systems spell it true, 1, yes...).
+
+    In CI a test that needs a tool must not skip quietly: see pytest_runtest_makereport."""
+    return os.environ.get("CI", "").strip().lower() not in NOT_CI
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tiny models gain nothing from intra-op threads, and a second thread on a busy 2-core
     # machine can make torch ops orders of magnitude slower.
     torch.set_num_threads(1)
+    # pydantic-settings matches variable names case-insensitively.
+    for name in [n for n in os.environ if n.upper() in SETTING_VARIABLES]:
+        del os.environ[name]
+    # Clients in this process (httpx, requests, selenium) talk to loopback servers directly,
+    # whatever proxy the shell configures; the services started get no proxy at all
+    # (tests/service_helpers.clean_env).
+    for name in ("NO_PROXY", "no_proxy"):
+        current = os.environ.get(name)
+        os.environ[name] = f"{current},{LOOPBACK}" if current else LOOPBACK
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before the test's fixtures: the server-starting helpers check its slow marker.
+    service_helpers.CURRENT["item"] = item
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    """In CI, a test marked requires_tool that skipped (its tool missing) fails instead: .ci/run
+    installs every tool, so a skip there means a tool test silently stopped running."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    marker = item.get_closest_marker("requires_tool")
+    if report.skipped and marker is not None and in_ci():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped in CI, but it requires {', '.join(marker.args)}: .ci/run must install "
+            f"it ({reason})"
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., ModelConfig]:
+    """The tiny model config, as a factory: tiny_config(tokenizer=None, **overrides)."""
+    return tiny_models.tiny_config
 
 
 @pytest.fixture(scope="session")
