@@ -112,7 +112,8 @@ def rows_top_k(log_probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, tokens
 
 
-# Greedy search drops finished rows once they are this share of its batch (see GreedyBatch).
+# Greedy search drops finished rows once they are this share of its batch (GreedyBatch's
+# compact_share; the A/B that chose it: docs/decisions.md).
 COMPACT_SHARE = 0.25
 
 
@@ -217,7 +218,7 @@ class GreedyBatch(SearchBatch):
     """Pick the most likely token at each step until each sentence's EOS or budget.
 
     A finished sentence's row stays in the batch (its tokens are ignored) until finished
-    rows make up COMPACT_SHARE of it, or until a finished row would pass its own budget
+    rows make up `compact_share` of it, or until a finished row would pass its own budget
     (so no row's position outgrows the positional table or the cache reservation); then
     one `select` drops them all. Dropping each row as it finishes cost a cache copy per
     finish, dearer than carrying a few idle rows a few steps.
@@ -233,10 +234,12 @@ class GreedyBatch(SearchBatch):
         *,
         bos_id: int,
         eos_id: int,
+        compact_share: float = COMPACT_SHARE,
     ) -> None:
         super().__init__(decoder, state, sentences)
         n = len(sentences)
         self.eos_id = eos_id
+        self.compact_share = compact_share
         self.live = np.ones(n, dtype=bool)  # rows whose sentence is not finished
         self.tokens = np.full(n, bos_id, dtype=np.int64)
         self.history = np.zeros((n, int(self.budget.max()) if n else 1), dtype=np.int64)
@@ -291,7 +294,7 @@ class GreedyBatch(SearchBatch):
         if (
             force
             or kept == 0
-            or kept <= (1 - COMPACT_SHARE) * len(self.live)
+            or kept <= (1 - self.compact_share) * len(self.live)
             or bool((self.length >= self.budget).any())
         ):
             self.filter(np.flatnonzero(self.live))
@@ -528,10 +531,14 @@ def new_batch(
     width: int,
     bos_id: int,
     eos_id: int,
+    compact_share: float = COMPACT_SHARE,
 ) -> SearchBatch:
-    """A greedy batch for width 1, else a beam batch of that width."""
+    """A greedy batch for width 1 (dropping finished rows at `compact_share`), else a beam
+    batch of that width."""
     if width == 1:
-        return GreedyBatch(decoder, state, sentences, bos_id=bos_id, eos_id=eos_id)
+        return GreedyBatch(
+            decoder, state, sentences, bos_id=bos_id, eos_id=eos_id, compact_share=compact_share
+        )
     return BeamBatch(decoder, state, sentences, width=width, bos_id=bos_id, eos_id=eos_id)
 
 
@@ -558,10 +565,13 @@ def greedy_search(
     eos_id: int,
     max_length: int | Sequence[int],
     alpha: float = 0.0,
+    compact_share: float = COMPACT_SHARE,
 ) -> list[list[Hypothesis]]:
     """Greedy search of a batch of batch_size sentences to the end (see GreedyBatch)."""
     sentences = _sentences(batch_size, max_length, alpha, 1)
-    batch = GreedyBatch(decoder, state, sentences, bos_id=bos_id, eos_id=eos_id)
+    batch = GreedyBatch(
+        decoder, state, sentences, bos_id=bos_id, eos_id=eos_id, compact_share=compact_share
+    )
     return _offline(batch, batch_size)
 
 
@@ -577,7 +587,8 @@ def beam_search(
     alpha: float = 0.6,
     n_best: int = 1,
 ) -> list[list[Hypothesis]]:
-    """Beam search of a batch to the end; the n_best finished outputs (see BeamBatch)."""
+    """Beam search of a batch to the end, even at beam size 1; the n_best finished outputs
+    (see BeamBatch)."""
     n_best = max(1, min(n_best, beam_size))
     sentences = _sentences(batch_size, max_length, alpha, n_best)
     batch = BeamBatch(decoder, state, sentences, width=beam_size, bos_id=bos_id, eos_id=eos_id)
@@ -595,29 +606,22 @@ def search(
     max_length: int | Sequence[int],
     alpha: float = 0.6,
     n_best: int = 1,
+    compact_share: float = COMPACT_SHARE,
 ) -> list[list[Hypothesis]]:
-    """Greedy search for beam size 1 (unless alternatives are asked for), else beam search."""
-    if batch_width(beam_size, n_best) == 1:
-        return greedy_search(
-            decoder,
-            state,
-            batch_size,
-            bos_id=bos_id,
-            eos_id=eos_id,
-            max_length=max_length,
-            alpha=alpha,
-        )
-    return beam_search(
+    """Greedy search for beam size 1 (unless alternatives are asked for), else beam search
+    of max(beam_size, n_best) beams; each sentence's n_best to the end."""
+    width = batch_width(beam_size, n_best)
+    sentences = _sentences(batch_size, max_length, alpha, max(1, min(n_best, width)))
+    batch = new_batch(
         decoder,
         state,
-        batch_size,
-        beam_size=max(beam_size, n_best),
+        sentences,
+        width=width,
         bos_id=bos_id,
         eos_id=eos_id,
-        max_length=max_length,
-        alpha=alpha,
-        n_best=n_best,
+        compact_share=compact_share,
     )
+    return _offline(batch, batch_size)
 
 
 # ----- the PyTorch backend -----

@@ -140,30 +140,35 @@ def variable_length_copier(steps: int = 200) -> Transformer:
     return model.eval()
 
 
-def test_greedy_drops_finished_rows_together(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Finished rows stay in the batch until they are COMPACT_SHARE of it, then leave in one
+def test_greedy_drops_finished_rows_together() -> None:
+    """Finished rows stay in the batch until they are compact_share of it, then leave in one
     select; the translations are those of dropping every row at its EOS."""
-    import model.search
+    from model.search import COMPACT_SHARE
 
     copier = variable_length_copier()
     g = torch.Generator().manual_seed(5)
     srcs = [torch.randint(4, 16, (n,), generator=g).tolist() for n in range(1, 9) for _ in (0, 1)]
     outputs = {}
     decoders = {}
-    for share in (1e-9, model.search.COMPACT_SHARE):
-        monkeypatch.setattr(model.search, "COMPACT_SHARE", share)
+    for share in (1e-9, COMPACT_SHARE):
         decoder = decoders[share] = SelectCounting(copier)
         ids, mask = pad_batch(srcs, PAD)
         outputs[share] = greedy_search(
-            decoder, decoder.start(ids, mask), len(srcs), bos_id=BOS, eos_id=EOS, max_length=12
+            decoder,
+            decoder.start(ids, mask),
+            len(srcs),
+            bos_id=BOS,
+            eos_id=EOS,
+            max_length=12,
+            compact_share=share,
         )
-    eager, lazy = decoders[1e-9], decoders[model.search.COMPACT_SHARE]
-    for a, b in zip(outputs[1e-9], outputs[model.search.COMPACT_SHARE], strict=True):
+    eager, lazy = decoders[1e-9], decoders[COMPACT_SHARE]
+    for a, b in zip(outputs[1e-9], outputs[COMPACT_SHARE], strict=True):
         assert a[0].tokens == b[0].tokens
         assert a[0].score == pytest.approx(b[0].score, abs=1e-5)
     assert len(eager.selects) > len(lazy.selects) > 0  # sentences finished at several steps
     for before, kept in lazy.selects:
-        assert before - kept >= model.search.COMPACT_SHARE * before
+        assert before - kept >= COMPACT_SHARE * before
 
 
 def test_beam_returns_sorted_distinct_alternatives_and_scores_them_right() -> None:

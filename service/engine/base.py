@@ -10,7 +10,7 @@ unchanged over any engine, offline (`generate`) and in the service's continuous 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +28,10 @@ from model.search import (
     search,
 )
 from model.tokenizer import Tokenizer
+
+# model.search.search's signature: (decoder, state, batch_size, *, beam_size, bos_id, eos_id,
+# max_length, alpha, n_best) -> each sentence's n-best hypotheses
+SearchFn = Callable[..., list[list[Hypothesis]]]
 
 BACKENDS = ("onnx", "torch")
 DEVICES = ("cpu", "cuda")
@@ -65,20 +69,21 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 # A share's decoding time in row-steps: about as many steps as its longest source has tokens
-# (plus SHARE_STEP_SLACK), each costing its sentences plus SHARE_STEP_OVERHEAD sentences' worth
-# of fixed work (graph runs, the search's bookkeeping). Overhead 4 came out best of 2, 4, 8 and
-# 16 for int8 greedy and beam 4 at batch 32 on 2 streams (`python -m bench.stream_split
-# --overhead N` runs that comparison).
+# (plus SHARE_STEP_SLACK), each costing its sentences plus an overhead of SHARE_STEP_OVERHEAD
+# sentences' worth of fixed work (graph runs, the search's bookkeeping). The A/B that chose 4
+# is in docs/decisions.md.
 SHARE_STEP_OVERHEAD = 4
 SHARE_STEP_SLACK = 2
 
 
-def share_cost(longest: int, sentences: int) -> int:
+def share_cost(longest: int, sentences: int, overhead: int = SHARE_STEP_OVERHEAD) -> int:
     """Estimated decoding time of a share: its longest source and its sentence count."""
-    return (longest + SHARE_STEP_SLACK) * (sentences + SHARE_STEP_OVERHEAD)
+    return (longest + SHARE_STEP_SLACK) * (sentences + overhead)
 
 
-def stream_shares(lengths: Sequence[int], streams: int) -> list[list[int]]:
+def stream_shares(
+    lengths: Sequence[int], streams: int, *, overhead: int = SHARE_STEP_OVERHEAD
+) -> list[list[int]]:
     """Split a batch into at most `streams` shares that take about the same time.
 
     The sentences are sorted by length and cut into contiguous runs, so each share decodes
@@ -96,14 +101,14 @@ def stream_shares(lengths: Sequence[int], streams: int) -> list[list[int]]:
     def cut(bound: int) -> list[list[int]]:
         shares, start = [], 0
         for end in range(1, len(order)):
-            if share_cost(ordered[end], end + 1 - start) > bound:
+            if share_cost(ordered[end], end + 1 - start, overhead) > bound:
                 shares.append(order[start:end])
                 start = end
         shares.append(order[start:])
         return shares
 
-    low = share_cost(ordered[-1], 1)  # every sentence fits alone
-    high = share_cost(ordered[-1], len(order))  # one share fits all
+    low = share_cost(ordered[-1], 1, overhead)  # every sentence fits alone
+    high = share_cost(ordered[-1], len(order), overhead)  # one share fits all
     while low < high:
         middle = (low + high) // 2
         if len(cut(middle)) <= streams:
@@ -244,8 +249,10 @@ class Engine(ABC):
         max_length: int | None = None,
         num_alternatives: int = 0,
         alpha: float = 0.6,
+        search_fn: SearchFn = search,
     ) -> list[list[Hypothesis]]:
-        """Token-level search for one batch: n-best hypotheses per source."""
+        """Token-level search for one batch: n-best hypotheses per source. search_fn runs
+        the search over each share (another revision's, to compare searches on one engine)."""
         if not sources:
             return []
         budgets = [self.budget(len(s), max_length) for s in sources]
@@ -258,6 +265,7 @@ class Engine(ABC):
                 max_length=[budgets[i] for i in share],
                 alpha=alpha,
                 n_best=1 + num_alternatives,
+                search_fn=search_fn,
             )
 
         with torch_threads(self.search_threads):
@@ -282,10 +290,11 @@ class Engine(ABC):
         max_length: Sequence[int],
         alpha: float,
         n_best: int,
+        search_fn: SearchFn = search,
     ) -> list[list[Hypothesis]]:
-        """One share of a batch: model.search.search runs a batch object (GreedyBatch,
-        BeamBatch) over it to its end."""
-        return search(
+        """One share of a batch: search_fn (model.search.search) runs a batch object
+        (GreedyBatch, BeamBatch) over it to its end."""
+        return search_fn(
             self,
             self.start(sources),
             len(sources),
