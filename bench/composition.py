@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.data import default_data_dir, read_lines
+from bench.toolkit import split_sentences
 from model.search import BeamBatch, SearchBatch
 from service.engine.base import Engine
 from service.engine.loader import load_engine
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=96)
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args(argv)
-    source = read_lines(default_data_dir(), "test_2016_flickr", "en")[: args.limit]
+    source = split_sentences("en", args.limit)
     for backend in ("onnx", "torch"):
         engine = load_engine(args.model, backend=backend, threads=1)
         sources = engine.encode_texts(source)

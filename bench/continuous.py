@@ -1,7 +1,7 @@
 """`python -m bench.continuous`: the continuous scheduler against the static one (issue 14).
 
 Every figure comes from `python -m service` in a subprocess, driven over loopback by a
-raw-socket asyncio client (bench.service.Connection: keep-alive HTTP/1.1, a few dozen
+raw-socket asyncio client (bench.toolkit.Connection: keep-alive HTTP/1.1, a few dozen
 microseconds of CPU per request; the client's own CPU time is reported beside each row),
 one scheduler after the other in one run:
 
@@ -32,122 +32,73 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import resource
 import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.service import RESULTS, SPLIT, Connection, Server, percentile
-from bench.steal import cpu_jiffies, steal_percent
-from model.data import default_data_dir, read_lines
+from bench.toolkit import (
+    RESULTS,
+    Connection,
+    Load,
+    ServiceProcess,
+    Stopwatch,
+    closed_loop,
+    engine_rate,
+    latency_stats,
+    machine,
+    split_sentences,
+)
 
 CONFIGS = {"int8-greedy": ("int8", 1), "fp32-beam4": ("fp32", 4)}
 
 
-def client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def stats(ms: list[float]) -> dict[str, float]:
-    if not ms:
-        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
-    return {f"p{q}_ms": round(percentile(ms, q), 1) for q in (50, 95, 99)}
-
-
-# ----- load shapes -----
-async def closed_loop(
-    port: int,
-    texts: list[str],
-    body: dict[str, Any] | list[dict[str, Any]],
-    clients: int,
-    duration: float,
-) -> dict[str, Any]:
-    """clients connections, each sending its next text when the last answer came back
-    (with the bodies in turn when given several)."""
-    bodies = body if isinstance(body, list) else [body]
-    connections = [await Connection.open(port) for _ in range(clients)]
-    await asyncio.gather(
-        *(
-            c.post("/v1/translate", {**bodies[0], "text": t})
-            for c, t in zip(connections, texts, strict=False)
-        )
-    )
-    latencies: list[float] = []
-    errors = 0
-    next_index = 0
-    stop_at = time.perf_counter() + duration
-
-    async def one(connection: Connection) -> None:
-        nonlocal next_index, errors
-        while time.perf_counter() < stop_at:
-            text = texts[next_index % len(texts)]
-            body = bodies[next_index % len(bodies)]
-            next_index += 1
-            start = time.perf_counter()
-            status, _ = await connection.post("/v1/translate", {**body, "text": text})
-            if status == 200:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
-
-    cpu0, jiffies, start = client_cpu(), cpu_jiffies(), time.perf_counter()
-    await asyncio.gather(*(one(c) for c in connections))
-    seconds = time.perf_counter() - start
-    for c in connections:
-        c.close()
+def load_row(load: Load) -> dict[str, Any]:
+    """The figures of a load loop that a row reports."""
     return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": errors,
-        "seconds": round(seconds, 2),
-        "per_s": round(len(latencies) / seconds, 1),
-        **stats([x * 1000 for x in latencies]),
-        "client_cpu_pct": round(100 * (client_cpu() - cpu0) / seconds, 1),
-        "steal_pct": round(steal_percent(jiffies, cpu_jiffies()), 1),
+        "requests": len(load.latencies),
+        "errors": load.errors,
+        "per_s": round(load.per_s, 1),
+        **latency_stats(load.latencies),
+        "client_cpu_pct": round(load.client_cpu_pct, 1),
     }
 
 
+# ----- load shapes -----
 async def mixed_load(
     port: int, captions: list[str], body: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Caption clients (one sentence) and paragraph clients (six sentences) side by side."""
     rng = random.Random(0)
     classes = {"caption": args.caption_clients, "paragraph": args.paragraph_clients}
-    latencies: dict[str, list[float]] = {name: [] for name in classes}
-    errors = 0
+    loads = {name: Load() for name in classes}
     stop_at = time.perf_counter() + args.duration
 
     async def one(kind: str, connection: Connection) -> None:
-        nonlocal errors
         while time.perf_counter() < stop_at:
             if kind == "caption":
                 text = rng.choice(captions)
             else:
                 text = " ".join(rng.choice(captions) for _ in range(args.paragraph_sentences))
-            start = time.perf_counter()
-            status, _ = await connection.post("/v1/translate", {**body, "text": text})
-            if status == 200:
-                latencies[kind].append(time.perf_counter() - start)
-            else:
-                errors += 1
+            loads[kind].count(*await connection.translate(body, text))
 
     tasks = []
     for kind, count in classes.items():
         for _ in range(count):
             tasks.append(one(kind, await Connection.open(port)))
-    cpu0, start = client_cpu(), time.perf_counter()
-    await asyncio.gather(*tasks)
-    seconds = time.perf_counter() - start
-    out: dict[str, Any] = {"errors": errors, "seconds": round(seconds, 2)}
-    for kind, values in latencies.items():
-        out[kind] = {"requests": len(values), **stats([x * 1000 for x in values])}
-    out["client_cpu_pct"] = round(100 * (client_cpu() - cpu0) / seconds, 1)
+    with Stopwatch() as clock:
+        await asyncio.gather(*tasks)
+    out: dict[str, Any] = {
+        "errors": sum(load.errors for load in loads.values()),
+        "seconds": round(clock.seconds, 2),
+    }
+    for kind, load in loads.items():
+        out[kind] = {"requests": len(load.latencies), **latency_stats(load.latencies)}
+    out["client_cpu_pct"] = round(clock.cpu_pct, 1)
     return out
 
 
@@ -157,97 +108,246 @@ async def open_loop(
     """Poisson arrivals at `rate` requests/s, whatever the answers (a connection each)."""
     rng = random.Random(int(rate))
     idle: list[Connection] = []
-    latencies: list[float] = []
-    errors = 0
+    load = Load()
     pending: set[asyncio.Task[None]] = set()
 
     async def one(text: str) -> None:
-        nonlocal errors
         connection = idle.pop() if idle else await Connection.open(port)
-        start = time.perf_counter()
-        status, _ = await connection.post("/v1/translate", {**body, "text": text})
-        if status == 200:
-            latencies.append(time.perf_counter() - start)
-        else:
-            errors += 1
+        load.count(*await connection.translate(body, text))
         idle.append(connection)
 
-    cpu0, start = client_cpu(), time.perf_counter()
-    at, sent = start, 0
-    while at - start < duration:
-        at += rng.expovariate(rate)
-        delay = at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(texts[sent % len(texts)]))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        sent += 1
-    await asyncio.gather(*pending)
-    seconds = time.perf_counter() - start
+    with Stopwatch() as clock:
+        start = time.perf_counter()
+        at, sent = start, 0
+        while at - start < duration:
+            at += rng.expovariate(rate)
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(texts[sent % len(texts)]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            sent += 1
+        await asyncio.gather(*pending)
     for c in idle:
         c.close()
-    return {
-        "rate": round(rate, 1),
-        "sent": sent,
-        "requests": len(latencies),
-        "errors": errors,
-        "per_s": round(len(latencies) / seconds, 1),
-        **stats([x * 1000 for x in latencies]),
-        "client_cpu_pct": round(100 * (client_cpu() - cpu0) / seconds, 1),
-    }
-
-
-def resident_mib(pid: int) -> float:
-    """A process's resident set size (VmRSS), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-# ----- the engine alone -----
-def engine_alone(
-    model_dir: Path, texts: list[str], precision: str, beam: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    from service.registry import LoadOptions, load_onnx
-
-    engine = load_onnx(model_dir, LoadOptions("onnx", "cpu", precision, None, None, None))
-    batch = args.engine_batch
-    engine.translate(texts[:batch], beam_size=beam)  # warm
-    start, done = time.perf_counter(), 0
-    while time.perf_counter() - start < args.duration:
-        chunk = [texts[(done + i) % len(texts)] for i in range(batch)]
-        engine.translate(chunk, beam_size=beam)
-        done += batch
-    seconds = time.perf_counter() - start
-    return {"batch": batch, "sentences": done, "per_s": round(done / seconds, 1)}
+    load.seconds, load.client_cpu_pct = clock.seconds, clock.cpu_pct
+    row = load_row(load)
+    return {"rate": round(rate, 1), "sent": sent, **row}
 
 
 # ----- runs -----
-def with_server(env: dict[str, str], name: str, args: argparse.Namespace, work: Any) -> Any:
-    server = Server(env, RESULTS / f"continuous-{name}.log.tmp")
-    try:
-        server.wait_ready(args.ready_timeout)
-        return work(server)
-    finally:
-        server.stop()
+def closed_figures(load: Load, clients: int) -> dict[str, Any]:
+    return {
+        "clients": clients,
+        "seconds": round(load.seconds, 2),
+        **load_row(load),
+        "steal_pct": round(load.steal_pct, 1),
+    }
 
 
 def closed_row(
-    server: Server,
+    server: ServiceProcess,
     texts: list[str],
-    body: dict[str, Any] | list[dict[str, Any]],
+    bodies: list[dict[str, Any]],
     clients: int,
     duration: float,
 ) -> dict[str, Any]:
     """A closed-loop row, with the mean sentences per engine call (static) or per step
     (continuous) from the server's nmt_batch_size."""
     calls0, sent0 = server.batch_stats()
-    row = asyncio.run(closed_loop(server.port, texts, body, clients, duration))
+    load = asyncio.run(closed_loop(server.port, texts, bodies, clients, duration))
     calls1, sent1 = server.batch_stats()
+    row = closed_figures(load, clients)
     row["mean_batch"] = round((sent1 - sent0) / max(1.0, calls1 - calls0), 1)
     return row
+
+
+class Runs:
+    """What every part shares: the sentences, the server settings of a config and scheduler,
+    and one server per measurement."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.source, self.target = args.pair.split("-")
+        self.texts = split_sentences(self.source)
+        self.models_dir = args.models_dir.resolve()
+        self.base_env = {
+            "NMT_MODELS_DIR": str(self.models_dir),
+            "NMT_LOG_LEVEL": "warning",
+            "NMT_MAX_QUEUE_SIZE": str(max(4096, 8 * max(args.clients))),
+            "NMT_REQUEST_TIMEOUT_S": "120",
+        }
+
+    def env(self, config: str, scheduler: str, **extra: str) -> dict[str, str]:
+        precision, _ = CONFIGS[config]
+        return {**self.base_env, "NMT_PRECISION": precision, "NMT_SCHEDULER": scheduler, **extra}
+
+    def body(self, config: str) -> dict[str, Any]:
+        beam = CONFIGS[config][1]
+        return {"source_lang": self.source, "target_lang": self.target, "beam_size": beam}
+
+    def on_server(
+        self, env: dict[str, str], name: str, work: Callable[[ServiceProcess], Any]
+    ) -> Any:
+        with ServiceProcess(env, RESULTS / f"continuous-{name}.log.tmp") as server:
+            server.wait_ready(self.args.ready_timeout)
+            return work(server)
+
+    def at64(
+        self, env: dict[str, str], name: str, bodies: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """One closed-loop row of 64 clients, int8 greedy unless other bodies are given."""
+        bodies = bodies or [self.body("int8-greedy")]
+        return self.on_server(
+            env,
+            name,
+            lambda server: closed_row(server, self.texts, bodies, 64, self.args.duration),
+        )
+
+
+def part_closed(runs: Runs, result: dict[str, Any]) -> None:
+    from service.registry import LoadOptions, load_onnx
+
+    args = runs.args
+    for config in args.configs:
+        precision, beam = CONFIGS[config]
+        engine = load_onnx(
+            runs.models_dir / args.pair, LoadOptions("onnx", "cpu", precision, None, None, None)
+        )
+        result["engine"][config] = engine_rate(
+            engine, runs.texts, batch=args.engine_batch, beam_size=beam, duration=args.duration
+        )
+        print(config, "engine alone", result["engine"][config], flush=True)
+        for scheduler in args.schedulers:
+
+            def levels(
+                server: ServiceProcess, config: str = config, scheduler: str = scheduler
+            ) -> list[dict[str, Any]]:
+                rows = []
+                for clients in args.clients:
+                    row = closed_row(
+                        server, runs.texts, [runs.body(config)], clients, args.duration
+                    )
+                    print(config, scheduler, row, flush=True)
+                    rows.append(row)
+                return rows
+
+            result["closed"][f"{config}/{scheduler}"] = runs.on_server(
+                runs.env(config, scheduler), f"{config}-{scheduler}", levels
+            )
+
+
+def part_onoff(runs: Runs, result: dict[str, Any]) -> None:
+    # batching off: the static scheduler at batch 1
+    result["off"] = runs.at64(runs.env("int8-greedy", "static", NMT_MAX_BATCH_SIZE="1"), "off")
+    print("batching off", result["off"], flush=True)
+
+
+def part_streams(runs: Runs, result: dict[str, Any]) -> None:
+    # one running batch per stream (the default: 2 streams of 1 thread on 2 cores)
+    # against one stream of every thread, continuous, int8 greedy, 64 clients
+    cpus = str(os.cpu_count() or 2)
+    env = runs.env("int8-greedy", "continuous", NMT_STREAMS="1", NMT_THREADS=cpus)
+    result["one_stream"] = runs.at64(env, "one-stream")
+    print("continuous, one stream", result["one_stream"], flush=True)
+
+
+def part_lean(runs: Runs, result: dict[str, Any]) -> None:
+    # uvicorn[standard]'s uvloop and httptools against asyncio and h11: the same server
+    # with those two imports shadowed by modules that fail (uvicorn then falls back)
+    shadow = Path(tempfile.mkdtemp(prefix="no-uvloop-"))
+    for module in ("uvloop", "httptools"):
+        (shadow / module).mkdir()
+        (shadow / module / "__init__.py").write_text("raise ImportError('shadowed')\n")
+    path = os.pathsep.join(p for p in (str(shadow), os.environ.get("PYTHONPATH")) if p)
+    result["lean"] = {}
+    for name, extra in (("asyncio+h11", {"PYTHONPATH": path}), ("uvloop+httptools", {})):
+        row = runs.at64(runs.env("int8-greedy", "continuous", **extra), f"lean-{name}")
+        print("lean", name, row, flush=True)
+        result["lean"][name] = row
+
+
+def part_options(runs: Runs, result: dict[str, Any]) -> None:
+    # requests alternating greedy and beam 4 (int8): the static scheduler never puts
+    # them in one engine call; the continuous one runs a batch per width, in turn
+    bodies = [{**runs.body("int8-greedy"), "beam_size": beam} for beam in (1, 4)]
+    result["options"] = {}
+    for scheduler in runs.args.schedulers:
+        row = runs.at64(runs.env("int8-greedy", scheduler), f"options-{scheduler}", bodies)
+        print("options", scheduler, row, flush=True)
+        result["options"][scheduler] = row
+
+
+def part_rss(runs: Runs, result: dict[str, Any]) -> None:
+    # the server's resident memory after warming up and after rss_duration seconds at
+    # saturation (256 closed-loop clients), continuous, int8 greedy
+    bodies = [runs.body("int8-greedy")]
+
+    def rss(server: ServiceProcess) -> dict[str, Any]:
+        asyncio.run(closed_loop(server.port, runs.texts, bodies, 256, 5.0))
+        start = round(server.memory_mib()[0], 1)
+        load = asyncio.run(
+            closed_loop(server.port, runs.texts, bodies, 256, runs.args.rss_duration)
+        )
+        row = closed_figures(load, 256)
+        return {"start_mib": start, "end_mib": round(server.memory_mib()[0], 1), **row}
+
+    result["rss"] = runs.on_server(runs.env("int8-greedy", "continuous"), "rss", rss)
+    print("rss", result["rss"], flush=True)
+
+
+def part_mixed(runs: Runs, result: dict[str, Any]) -> None:
+    result["mixed"] = {}
+    config = runs.args.mixed_config
+    captions = [t for t in runs.texts if t.strip()]
+    for scheduler in runs.args.schedulers:
+        row = runs.on_server(
+            runs.env(config, scheduler),
+            f"mixed-{scheduler}",
+            lambda server: asyncio.run(
+                mixed_load(server.port, captions, runs.body(config), runs.args)
+            ),
+        )
+        print("mixed", scheduler, row, flush=True)
+        result["mixed"][scheduler] = row
+
+
+def part_poisson(runs: Runs, result: dict[str, Any]) -> None:
+    args, config = runs.args, "int8-greedy"
+    static_rows = result["closed"].get(f"{config}/static", [])
+    at64 = [r for r in static_rows if r["clients"] == 64]
+    capacity = args.capacity or (at64[0]["per_s"] if at64 else 100.0)
+    result["poisson"] = {"capacity": capacity}
+    for scheduler in args.schedulers:
+
+        def rates(server: ServiceProcess, scheduler: str = scheduler) -> list[dict[str, Any]]:
+            rows = []
+            for share in args.rates:
+                rate = share * capacity
+                row = asyncio.run(
+                    open_loop(server.port, runs.texts, runs.body(config), rate, args.duration)
+                )
+                row["share"] = share
+                print("poisson", scheduler, row, flush=True)
+                rows.append(row)
+            return rows
+
+        result["poisson"][scheduler] = runs.on_server(
+            runs.env(config, scheduler), f"poisson-{scheduler}", rates
+        )
+
+
+PARTS = {
+    "closed": part_closed,
+    "onoff": part_onoff,
+    "streams": part_streams,
+    "lean": part_lean,
+    "options": part_options,
+    "rss": part_rss,
+    "mixed": part_mixed,
+    "poisson": part_poisson,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
+        choices=list(PARTS),
         default=["closed", "onoff", "streams", "lean", "mixed", "poisson"],
     )
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -282,166 +383,25 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m bench.continuous " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    source, target = args.pair.split("-")
-    texts = read_lines(default_data_dir(), SPLIT, source)
-    models_dir = args.models_dir.resolve()
-    base_env = {
-        "NMT_MODELS_DIR": str(models_dir),
-        "NMT_LOG_LEVEL": "warning",
-        "NMT_MAX_QUEUE_SIZE": str(max(4096, 8 * max(args.clients))),
-        "NMT_REQUEST_TIMEOUT_S": "120",
-    }
     result: dict[str, Any] = {
         "command": command,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "client": "raw-socket asyncio (bench.service.Connection)",
+        "machine": machine(),
+        "client": "raw-socket asyncio (bench.toolkit.Connection)",
         "closed": {},
         "engine": {},
     }
-
-    def env_for(config: str, scheduler: str, **extra: str) -> dict[str, str]:
-        precision, _ = CONFIGS[config]
-        return {**base_env, "NMT_PRECISION": precision, "NMT_SCHEDULER": scheduler, **extra}
-
-    def body_for(config: str) -> dict[str, Any]:
-        return {"source_lang": source, "target_lang": target, "beam_size": CONFIGS[config][1]}
-
-    if "closed" in args.parts:
-        for config in args.configs:
-            precision, beam = CONFIGS[config]
-            result["engine"][config] = engine_alone(
-                models_dir / args.pair, texts, precision, beam, args
-            )
-            print(config, "engine alone", result["engine"][config], flush=True)
-            for scheduler in args.schedulers:
-
-                def levels(
-                    server: Server, config: str = config, scheduler: str = scheduler
-                ) -> list[dict[str, Any]]:
-                    rows = []
-                    for clients in args.clients:
-                        row = closed_row(server, texts, body_for(config), clients, args.duration)
-                        print(config, scheduler, row, flush=True)
-                        rows.append(row)
-                    return rows
-
-                result["closed"][f"{config}/{scheduler}"] = with_server(
-                    env_for(config, scheduler), f"{config}-{scheduler}", args, levels
-                )
-    if "onoff" in args.parts:
-        config = "int8-greedy"
-        row = with_server(
-            env_for(config, "static", NMT_MAX_BATCH_SIZE="1"),
-            "off",
-            args,
-            lambda server: closed_row(server, texts, body_for(config), 64, args.duration),
-        )
-        print("batching off", row, flush=True)
-        result["off"] = row
-    if "streams" in args.parts:
-        # one running batch per stream (the default: 2 streams of 1 thread on 2 cores)
-        # against one stream of every thread, continuous, int8 greedy, 64 clients
-        config = "int8-greedy"
-        cpus = str(os.cpu_count() or 2)
-        row = with_server(
-            env_for(config, "continuous", NMT_STREAMS="1", NMT_THREADS=cpus),
-            "one-stream",
-            args,
-            lambda server: closed_row(server, texts, body_for(config), 64, args.duration),
-        )
-        print("continuous, one stream", row, flush=True)
-        result["one_stream"] = row
-    if "lean" in args.parts:
-        # uvicorn[standard]'s uvloop and httptools against asyncio and h11: the same server
-        # with those two imports shadowed by modules that fail (uvicorn then falls back)
-        config = "int8-greedy"
-        shadow = Path(tempfile.mkdtemp(prefix="no-uvloop-"))
-        for module in ("uvloop", "httptools"):
-            (shadow / module).mkdir()
-            (shadow / module / "__init__.py").write_text("raise ImportError('shadowed')\n")
-        path = os.pathsep.join(p for p in (str(shadow), os.environ.get("PYTHONPATH")) if p)
-        result["lean"] = {}
-        for name, extra in (("asyncio+h11", {"PYTHONPATH": path}), ("uvloop+httptools", {})):
-            row = with_server(
-                env_for(config, "continuous", **extra),
-                f"lean-{name}",
-                args,
-                lambda server: closed_row(server, texts, body_for(config), 64, args.duration),
-            )
-            print("lean", name, row, flush=True)
-            result["lean"][name] = row
-    if "options" in args.parts:
-        # requests alternating greedy and beam 4 (int8): the static scheduler never puts
-        # them in one engine call; the continuous one runs a batch per width, in turn
-        config = "int8-greedy"
-        bodies = [{**body_for(config), "beam_size": beam} for beam in (1, 4)]
-        result["options"] = {}
-        for scheduler in args.schedulers:
-            row = with_server(
-                env_for(config, scheduler),
-                f"options-{scheduler}",
-                args,
-                lambda server: closed_row(server, texts, bodies, 64, args.duration),
-            )
-            print("options", scheduler, row, flush=True)
-            result["options"][scheduler] = row
-    if "rss" in args.parts:
-        # the server's resident memory after warming up and after rss_duration seconds at
-        # saturation (256 closed-loop clients), continuous, int8 greedy
-        config = "int8-greedy"
-
-        def rss(server: Server) -> dict[str, Any]:
-            asyncio.run(closed_loop(server.port, texts, body_for(config), 256, 5.0))
-            start = resident_mib(server.proc.pid)
-            row = asyncio.run(
-                closed_loop(server.port, texts, body_for(config), 256, args.rss_duration)
-            )
-            return {"start_mib": start, "end_mib": resident_mib(server.proc.pid), **row}
-
-        result["rss"] = with_server(env_for(config, "continuous"), "rss", args, rss)
-        print("rss", result["rss"], flush=True)
-    if "mixed" in args.parts:
-        result["mixed"] = {}
-        config = args.mixed_config
-        captions = [t for t in texts if t.strip()]
-        for scheduler in args.schedulers:
-            row = with_server(
-                env_for(config, scheduler),
-                f"mixed-{scheduler}",
-                args,
-                lambda server: asyncio.run(
-                    mixed_load(server.port, captions, body_for(config), args)
-                ),
-            )
-            print("mixed", scheduler, row, flush=True)
-            result["mixed"][scheduler] = row
-    if "poisson" in args.parts:
-        config = "int8-greedy"
-        static_rows = result["closed"].get(f"{config}/static", [])
-        at64 = [r for r in static_rows if r["clients"] == 64]
-        capacity = args.capacity or (at64[0]["per_s"] if at64 else 100.0)
-        result["poisson"] = {"capacity": capacity}
-        for scheduler in args.schedulers:
-
-            def rates(server: Server, scheduler: str = scheduler) -> list[dict[str, Any]]:
-                rows = []
-                for share in args.rates:
-                    rate = share * capacity
-                    row = asyncio.run(
-                        open_loop(server.port, texts, body_for(config), rate, args.duration)
-                    )
-                    row["share"] = share
-                    print("poisson", scheduler, row, flush=True)
-                    rows.append(row)
-                return rows
-
-            result["poisson"][scheduler] = with_server(
-                env_for(config, scheduler), f"poisson-{scheduler}", args, rates
-            )
+    runs = Runs(args)
+    for name, part in PARTS.items():  # in this order: poisson takes its 100% from closed
+        if name in args.parts:
+            part(runs, result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
+
+
+def brief(row: dict[str, Any]) -> str:
+    return f"{row['per_s']} req/s (p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms)"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -488,7 +448,7 @@ def markdown(result: dict[str, Any]) -> str:
         for scheduler, r in result["options"].items():
             lines.append(
                 f"- int8, requests alternating greedy and beam 4, 64 clients, {scheduler}: "
-                f"{r['per_s']} req/s (p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms)"
+                + brief(r)
             )
         lines.append("")
     if "rss" in result:
@@ -501,10 +461,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     if "lean" in result:
         for name, r in result["lean"].items():
-            lines.append(
-                f"- continuous, int8 greedy, 64 clients, uvicorn on {name}: {r['per_s']} req/s "
-                f"(p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms)"
-            )
+            lines.append(f"- continuous, int8 greedy, 64 clients, uvicorn on {name}: " + brief(r))
         lines.append("")
     if "mixed" in result:
         lines += [

@@ -12,11 +12,10 @@ import argparse
 import random
 from pathlib import Path
 
-from model.data import default_data_dir, read_lines
+from model.data import SPLITS, default_data_dir, read_lines
 from service.detect import CANDIDATES, DETECTORS, Detector
 
-SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco")
-SNIPPET_SPLITS = ("val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco")
+SNIPPET_SPLITS = tuple(split for split in SPLITS if split != "train")
 
 
 def accuracy(detector: Detector, texts: list[str], language: str) -> float:

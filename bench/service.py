@@ -15,25 +15,22 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shlex
-import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from bench.steal import cpu_jiffies, steal_percent
-from model.data import default_data_dir, read_lines
-
-SPLIT = "test_2016_flickr"
-RESULTS = Path(__file__).resolve().parent / "results"
-REPO = Path(__file__).resolve().parents[1]
+from bench.toolkit import (
+    RESULTS,
+    SPLIT,
+    ServiceProcess,
+    closed_loop,
+    engine_rate,
+    machine,
+    percentile,
+    split_sentences,
+)
 
 
 @dataclass
@@ -53,143 +50,6 @@ class Level:
     steal_pct: float
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# ----- the server -----
-class Server:
-    """`python -m service` in a subprocess, stopped with SIGTERM (a graceful drain)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited ({self.proc.returncode}); see {self.log.name}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)  # polling a process we do not control: nothing to wait on
-        raise TimeoutError(f"the server was not ready in {timeout:.0f} s; see {self.log.name}")
-
-    def batch_stats(self) -> tuple[float, float]:
-        """(engine calls, sentences) so far, from /metrics."""
-        calls = sentences = 0.0
-        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
-            if line.startswith("nmt_batch_size_count"):
-                calls += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("nmt_batch_size_sum"):
-                sentences += float(line.rsplit(" ", 1)[1])
-        return calls, sentences
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-# ----- the clients -----
-class Connection:
-    """One keep-alive HTTP/1.1 connection speaking just enough HTTP for this server.
-
-    httpx costs several times the server's own per-request CPU; on a small machine the
-    client would measure itself. uvicorn always answers with a Content-Length.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        payload = json.dumps(body).encode()
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: "
-            f"application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-            + payload
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        length = next(
-            int(line.split(":", 1)[1])
-            for line in lines
-            if line.lower().startswith("content-length:")
-        )
-        return int(lines[0].split()[1]), await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def drive(
-    port: int, sentences: list[str], *, concurrency: int, duration: float, body: dict[str, Any]
-) -> tuple[list[float], int, float]:
-    """N clients, each sending its next sentence when the last answer came back."""
-    latencies: list[float] = []
-    errors = 0
-    next_index = 0
-    connections = [await Connection.open(port) for _ in range(concurrency)]
-    # Warm the connections (and the server's code paths) before the clock starts.
-    await asyncio.gather(
-        *(
-            c.post("/v1/translate", {**body, "text": s})
-            for c, s in zip(connections, sentences, strict=False)
-        )
-    )
-    stop_at = time.perf_counter() + duration
-
-    async def one_client(connection: Connection) -> None:
-        nonlocal next_index, errors
-        while next_index < len(sentences) and time.perf_counter() < stop_at:
-            text = sentences[next_index]
-            next_index += 1
-            start = time.perf_counter()
-            status, _ = await connection.post("/v1/translate", {**body, "text": text})
-            if status == 200:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one_client(c) for c in connections))
-    seconds = time.perf_counter() - start
-    for connection in connections:
-        connection.close()
-    return latencies, errors, seconds
-
-
 def run_mode(
     name: str,
     env: dict[str, str],
@@ -197,45 +57,36 @@ def run_mode(
     args: argparse.Namespace,
     body: dict[str, Any],
 ) -> list[Level]:
+    """A server in one batching mode, each concurrency in turn: every sentence at most once
+    per level."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    server = Server(env, RESULTS / f"service-{name}.log.tmp")
     rows = []
-    try:
+    with ServiceProcess(env, RESULTS / f"service-{name}.log.tmp") as server:
         server.wait_ready(args.ready_timeout)
         for concurrency in args.concurrency:
             calls0, sent0 = server.batch_stats()
-            jiffies = cpu_jiffies()
-            latencies, errors, seconds = asyncio.run(
-                drive(
-                    server.port,
-                    sentences,
-                    concurrency=concurrency,
-                    duration=args.duration,
-                    body=body,
-                )
+            load = asyncio.run(
+                closed_loop(server.port, sentences, [body], concurrency, args.duration, cycle=False)
             )
-            steal = steal_percent(jiffies, cpu_jiffies())
             calls1, sent1 = server.batch_stats()
             mean_batch = (sent1 - sent0) / max(1.0, calls1 - calls0)
-            ms = [x * 1000 for x in latencies] or [float("nan")]
+            ms = [x * 1000 for x in load.latencies] or [float("nan")]
             rows.append(
                 Level(
                     batching=name,
                     concurrency=concurrency,
-                    requests=len(latencies),
-                    errors=errors,
-                    seconds=round(seconds, 2),
-                    requests_per_s=round(len(latencies) / seconds, 1),
+                    requests=len(load.latencies),
+                    errors=load.errors,
+                    seconds=round(load.seconds, 2),
+                    requests_per_s=round(load.per_s, 1),
                     p50_ms=round(percentile(ms, 50), 1),
                     p95_ms=round(percentile(ms, 95), 1),
                     p99_ms=round(percentile(ms, 99), 1),
                     mean_batch=round(mean_batch, 1),
-                    steal_pct=round(steal, 1),
+                    steal_pct=round(load.steal_pct, 1),
                 )
             )
             print(_row_md(rows[-1]), flush=True)
-    finally:
-        server.stop()
     return rows
 
 
@@ -265,26 +116,24 @@ def engine_throughput(
 
         torch.set_num_threads(settings.threads)
     engine = (load_onnx if backend == "onnx" else load_torch)(model_dir, options)
-    batch = args.engine_batch
-    engine.translate(sentences[:batch], beam_size=args.beam_size)  # warm
-    start, jiffies = time.perf_counter(), cpu_jiffies()
-    done = 0
-    for i in range(0, len(sentences), batch):
-        engine.translate(sentences[i : i + batch], beam_size=args.beam_size)
-        done = min(i + batch, len(sentences))
-        if time.perf_counter() - start > args.duration:
-            break
-    seconds = time.perf_counter() - start
+    rate = engine_rate(
+        engine,
+        sentences,
+        batch=args.engine_batch,
+        beam_size=args.beam_size,
+        duration=args.duration,
+        cycle=False,
+    )
     return {
         "backend": engine.backend,
         "device": engine.device,
         "precision": engine.precision,
         "version": engine.version,
-        "batch": batch,
-        "sentences": done,
-        "seconds": round(seconds, 2),
-        "sentences_per_s": round(done / seconds, 1),
-        "steal_pct": round(steal_percent(jiffies, cpu_jiffies()), 1),
+        "batch": rate["batch"],
+        "sentences": rate["sentences"],
+        "seconds": rate["seconds"],
+        "sentences_per_s": rate["per_s"],
+        "steal_pct": rate["steal_pct"],
     }
 
 
@@ -321,11 +170,7 @@ def report(
     }
     return {
         "command": command,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "models_dir": str(args.models_dir),
         "pair": args.pair,
         "beam_size": args.beam_size,
@@ -345,8 +190,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['pair']} from {result['models_dir']}, one {SPLIT} sentence per request, "
         f"beam {result['beam_size']}; {engine['backend']} {engine['precision']} on "
-        f"{engine['device']}, model {engine['version']}; {result['machine']['cpus']} CPUs, "
-        f"{result['machine']['platform']}.",
+        f"{engine['device']}, model {engine['version']}; "
+        f"{result['machine']['logical_cores']} CPUs, {result['machine']['platform']}.",
         "",
         HEADER,
         *(_row_md(r) for r in rows),
@@ -403,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
 
     source = args.pair.split("-")[0]
     target = args.pair.split("-")[1]
-    sentences = read_lines(default_data_dir(), SPLIT, source)[: args.limit]
+    sentences = split_sentences(source, args.limit)
     models_dir = args.models_dir.resolve()
     # The server inherits NMT_* from the environment (backend, precision, threads, ...);
     # these are the ones the benchmark itself decides.

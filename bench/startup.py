@@ -18,17 +18,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from bench.service import free_port
+from bench.toolkit import ServiceProcess
 from model.checkpoint import CONFIG_FILE, read_model_config
 
 STAND_INS = {"en-fr": "en-de", "fr-en": "de-en", "en-cs": "en-de", "cs-en": "de-en"}
@@ -65,69 +61,37 @@ def build_models_dir(models: Path, out: Path, stand_ins: bool) -> Path:
     return out
 
 
-def memory_mib(pid: int) -> tuple[float, float]:
-    """VmRSS and VmHWM of a process, in MiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.split()
-    return int(fields["VmRSS"][0]) / 1024, int(fields["VmHWM"][0]) / 1024
-
-
 def measure(models: Path, artifacts: Path, workers: int, cache: str, timeout_s: float) -> Start:
-    port = free_port()
     env = {
-        **os.environ,
         "NMT_MODELS_DIR": str(models),
         "NMT_ARTIFACTS_DIR": str(artifacts),
         "NMT_LOAD_WORKERS": str(workers),
         "NMT_LOG_LEVEL": "warning",
     }
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the service exited with {proc.returncode}")
-                if time.perf_counter() - started > timeout_s:
-                    raise TimeoutError(f"not ready within {timeout_s:g} s")
-                try:
-                    if client.get("/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-            ready_s = time.perf_counter() - started
-            health = client.get("/health/ready").json()
-            failed = [p for p, m in health["models"].items() if m.get("state") != "ready"]
-            if failed:
-                raise RuntimeError(f"pairs not ready: {failed}")
-            directions = 0
-            for language in client.get("/languages").json():
-                for target in language["targets"]:
-                    r = client.post(
-                        "/v1/translate",
-                        json={
-                            "text": "Two dogs play in the snow.",
-                            "source_lang": language["code"],
-                            "target_lang": target,
-                        },
-                    )
-                    r.raise_for_status()
-                    directions += 1
-            rss, peak = memory_mib(proc.pid)
-            return Start(cache, workers, len(health["models"]), directions, ready_s, rss, peak)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with (
+        ServiceProcess(env) as server,
+        httpx.Client(base_url=server.url, timeout=60, trust_env=False) as client,
+    ):
+        ready_s = server.wait_ready(timeout_s, poll_s=0.05)
+        health = client.get("/health/ready").json()
+        failed = [p for p, m in health["models"].items() if m.get("state") != "ready"]
+        if failed:
+            raise RuntimeError(f"pairs not ready: {failed}")
+        directions = 0
+        for language in client.get("/languages").json():
+            for target in language["targets"]:
+                r = client.post(
+                    "/v1/translate",
+                    json={
+                        "text": "Two dogs play in the snow.",
+                        "source_lang": language["code"],
+                        "target_lang": target,
+                    },
+                )
+                r.raise_for_status()
+                directions += 1
+        rss, peak = server.memory_mib()
+        return Start(cache, workers, len(health["models"]), directions, ready_s, rss, peak)
 
 
 def main(argv: list[str] | None = None) -> None:

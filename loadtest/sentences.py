@@ -6,6 +6,10 @@ import gzip
 import os
 from pathlib import Path
 
+# The split every benchmark and load test sends (bench.toolkit takes it from here: this
+# module stays importable without torch).
+SPLIT = "test_2016_flickr"
+
 
 def default_data_dir() -> Path:
     """MULTI30K_DIR, else ../shared/data/multi30k beside the repository (as model.data does)."""
@@ -19,7 +23,7 @@ def default_data_dir() -> Path:
 
 def default_sentences_path(source_lang: str) -> Path:
     """The Multi30k 2016 Flickr test set in the source language."""
-    return default_data_dir() / f"test_2016_flickr.{source_lang}.gz"
+    return default_data_dir() / f"{SPLIT}.{source_lang}.gz"
 
 
 def load_sentences(path: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""The engine benchmark's report: which rows it compares against which targets, per device."""
+"""The engine benchmark's report (which rows it compares against which targets, per device)
+and the A/B tool on one engine."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.engines import Row, ratios, render
+from bench.engine_job import Row
+from bench.engine_report import ratios, render
 
 
 def row(engine: str, precision: str, beam: int, sent_per_s: float, **extra: object) -> Row:
@@ -94,118 +96,77 @@ def test_cuda_table_shows_gpu_memory_and_rows_that_could_not_run() -> None:
     assert "Not measured: CTranslate2 (needs libcublas.so.12)" in text
 
 
-def test_step_top_k_benchmark_compares_both_paths(
+def test_ab_compare_counts_the_sentences_whose_tokens_differ(
     tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """bench.step_top_k runs the graph's TopK and the host top-k on one engine: same tokens."""
-    from bench.step_top_k import main
+    """bench.ab's table: one row per beam, each side timed every round, and the identical
+    share counted from the tokens (here B changes two of eight sentences)."""
+    import argparse
 
-    main(["--model", str(tiny_model_dir), "--limit", "8", "--batch1-limit", "2", "--threads", "1"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
-    assert len(rows) == 4
-    assert all(row.endswith("| 100.0% |") for row in rows)
+    from bench.ab import compare, side
+    from service.engine.loader import load_engine
+
+    engine = load_engine(tiny_model_dir, threads=1)
+    sources = engine.encode_texts(["A dog runs.", "Two men talk.", "A red car."] * 3)[:8]
+    a = side(engine, 4)
+
+    def b(batch: list[list[int]], beam: int) -> list[list[int]]:
+        out = a(batch, beam)
+        return [[*t, 4] if i in (2, 5) else t for i, t in enumerate(out)]
+
+    args = argparse.Namespace(precision="fp32", beams=[1, 2], batch=4, rounds=2)
+    lines = compare(args, sources, {"A": a, "B": b})
+    rows = [line for line in lines if line.startswith("| fp32")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "2"]
+    assert all(row.endswith("| 75.0% |") for row in rows), rows
+    assert all(len(row.split(" | ")[3].split("-")) == 2 for row in rows)  # both rounds
+    assert capsys.readouterr().out.count("| fp32") == 2
 
 
-def test_graphs_ab_runs_both_directories(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_ab_graphs_tells_two_exports_apart(
+    tiny_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """bench.graphs_ab loads two graph directories as two engines; one export against a copy
-    of itself gives the same tokens."""
+    """`bench.ab graphs`: an export against a copy of itself gives the same tokens; against
+    the graphs of another model (same vocabulary and shapes, other weights) it does not."""
     import shutil
 
-    from bench.graphs_ab import main
+    from bench.ab import main
     from export.artifacts import ensure_graphs
 
-    a = ensure_graphs(tiny_model_dir, "fp32", tmp_path / "artifacts").directory
-    b = shutil.copytree(a, tmp_path / "copy")
-    args = ["--model", str(tiny_model_dir), "--limit", "8", "--batch", "4", "--rounds", "1"]
-    main([str(a), str(b), *args, "--threads", "1"])
-    out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| fp32")]
-    assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
-    assert all(row.endswith("| 100.0% |") for row in rows)
+    model = tiny_models_dir / "en-de"
+    a = ensure_graphs(model, "fp32", tmp_path / "artifacts").directory
+    copy = shutil.copytree(a, tmp_path / "copy")
+    other = ensure_graphs(tiny_models_dir / "de-en", "fp32", tmp_path / "artifacts").directory
+    args = ["--model", str(model), "--limit", "8", "--batch", "4", "--rounds", "1"]
+    identical = {}
+    for name, b in (("copy", copy), ("other", other)):
+        main(["graphs", str(a), str(b), *args, "--threads", "1"])
+        rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
+        assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
+        identical[name] = [float(row.split(" | ")[-1].rstrip("% |")) for row in rows]
+    assert identical["copy"] == [100.0, 100.0]
+    assert all(share < 100.0 for share in identical["other"]), identical
 
 
-def test_greedy_compaction_benchmark_keeps_fp32_tokens(
-    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Dropping finished rows late changes no fp32 token (rows are independent there), and the
-    benchmark puts the search's setting back."""
+def test_ab_search_runs_a_revisions_search_on_the_engine(tiny_model_dir: Path) -> None:
+    """`bench.ab search`: model/search.py of a git revision, loaded as a module of its own,
+    is the search the engine runs on side A (Engine.generate's search_fn), and at HEAD it
+    decodes as the checked-out one."""
     import model.search
-    from bench.greedy_compaction import main
+    from bench.ab import search_at, side
+    from service.engine.loader import load_engine
 
-    before = model.search.COMPACT_SHARE
-    main(["--model", str(tiny_model_dir), "--limit", "12", "--batch", "6", "--rounds", "1"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
-    assert [row.split(" | ")[2] for row in rows] == ["0", "0.25", "0.5"]
-    assert all(row.endswith("| 100.0% |") for row in rows)
-    assert before == model.search.COMPACT_SHARE
+    head = search_at("HEAD")
+    assert head.search is not model.search.search
+    calls: list[int] = []
 
+    def counted(*args: object, **kwargs: object) -> list[list[model.search.Hypothesis]]:
+        calls.append(1)
+        return head.search(*args, **kwargs)  # type: ignore[no-any-return]
 
-def test_search_ab_loads_a_revisions_search(
-    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """bench.search_ab runs model/search.py of a git revision beside the checked-out one, and
-    puts the engine's search back."""
-    import service.engine.base
-    from bench.search_ab import main, search_at
-
-    before = service.engine.base.search
-    assert search_at("HEAD").search is not before  # a module of its own
-    main(["--against", "HEAD", "--model", str(tiny_model_dir), "--limit", "8", "--batch", "4"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32")]
-    assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
-    assert all(row.endswith("| 100.0% |") for row in rows)
-    assert service.engine.base.search is before
-
-
-def test_stream_split_keeps_fp32_tokens_and_puts_the_split_back(
-    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """bench.stream_split: dealt and balanced shares give the same fp32 tokens (rows are
-    independent there), and the engine's split and its overhead are put back."""
-    import service.engine.base as engine_base
-    from bench.stream_split import dealt, main
-
-    before = engine_base.stream_shares, engine_base.SHARE_STEP_OVERHEAD
-    assert dealt([5, 1, 9, 3], 2) == [[1, 0], [3, 2]]
-    args = ["--model", str(tiny_model_dir), "--limit", "12", "--batch", "6", "--rounds", "1"]
-    main([*args, "--threads", "2", "--overhead", "8"])
-    out = capsys.readouterr().out
-    assert out.startswith("2 streams")
-    rows = [line for line in out.splitlines() if line.startswith("| fp32")]
-    assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
-    assert all(row.endswith("| 100.0% |") for row in rows)
-    use = [int(cell.split()[1].rstrip("%")) for cell in out.split("stream use: ")[1].split(", ")]
-    assert all(0 < u <= 100 for u in use), use
-    assert (engine_base.stream_shares, engine_base.SHARE_STEP_OVERHEAD) == before
-
-
-def test_time_split_accounts_for_the_whole_run(
-    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """bench.time_split: per round, the graphs' shares and the search's add up to the whole."""
-    from bench.time_split import main
-
-    main(["--model", str(tiny_model_dir), "--limit", "8", "--batch", "4", "--rounds", "1"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line[:4] in ("| 1 ", "| 4 ")]
-    assert len(rows) == 2
-    for row in rows:
-        shares = [float(cell.rstrip("%")) for cell in row.strip("| ").split(" | ")[4:]]
-        assert shares[1] > 0  # the decoder ran
-        assert sum(shares) == pytest.approx(100, abs=2)  # rounding of four shares
-
-
-def test_decoder_profile_sums_kernel_time_by_op(
-    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """bench.decoder_profile: every op type of the int8 decoder once, shares adding to 100%."""
-    from bench.decoder_profile import main
-
-    main(["--model", str(tiny_model_dir), "--rows", "6", "--group", "2", "--runs", "3"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
-    ops = [row.split(" | ")[0].lstrip("| ") for row in rows]
-    assert any("Integer" in op or "Quantize" in op for op in ops), ops  # int8 products
-    assert len(ops) == len(set(ops))
-    shares = [float(row.split(" | ")[2].rstrip("%")) for row in rows]
-    assert sum(shares) == pytest.approx(100, abs=0.1 * len(rows))
+    engine = load_engine(tiny_model_dir, threads=1, streams=1)
+    sources = engine.encode_texts(["A dog runs in the snow.", "Two men talk.", "A red car."])
+    for beam in (1, 3):
+        calls.clear()
+        assert side(engine, 2, counted)(sources, beam) == side(engine, 2)(sources, beam)
+        assert len(calls) == 2  # one per batch of 2

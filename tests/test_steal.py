@@ -1,4 +1,4 @@
-"""bench.steal: the host's steal time, read from /proc/stat."""
+"""bench.toolkit's steal time of the host, read from /proc/stat."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench.steal import cpu_jiffies, steal_percent
+from bench.toolkit import cpu_jiffies, steal_percent
 
 
 def test_steal_percent_is_stolen_share_of_all_cpu_time() -> None:
