@@ -33,8 +33,6 @@ import asyncio
 import json
 import os
 import random
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +46,7 @@ from bench.toolkit import (
     ServiceProcess,
     Stopwatch,
     closed_loop,
+    command_line,
     engine_rate,
     latency_stats,
     machine,
@@ -380,11 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "continuous")
     args = parser.parse_args(argv)
-    command = "python -m bench.continuous " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
     result: dict[str, Any] = {
-        "command": command,
+        "command": command_line("bench.continuous", argv),
         "machine": machine(),
         "client": "raw-socket asyncio (bench.toolkit.Connection)",
         "closed": {},

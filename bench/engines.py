@@ -36,7 +36,7 @@ from typing import Any
 
 from bench.engine_job import Job, Row, measure
 from bench.engine_report import BEAMS, ratios, render
-from bench.toolkit import RESULTS, SPLIT, machine, split_sentences
+from bench.toolkit import RESULTS, SPLIT, command_line, machine, split_sentences
 
 ENGINES = ("torch-nocache", "torch", "onnx", "ctranslate2")
 ROWS = (
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = [r for r in best if r is not None]
 
     report = {
-        "command": " ".join(["python -m bench.engines", *(argv or sys.argv[1:])]),
+        "command": command_line("bench.engines", argv),
         "model": str(args.model),
         "model_hash": model_hash(args.model),
         "split": SPLIT,

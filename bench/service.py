@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import shlex
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from bench.toolkit import (
     SPLIT,
     ServiceProcess,
     closed_loop,
+    command_line,
     engine_rate,
     machine,
     percentile,
@@ -244,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=RESULTS / "service", help="writes OUT.md and OUT.json"
     )
     args = parser.parse_args(argv)
-    command = "python -m bench.service " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = command_line("bench.service", argv)
 
     source = args.pair.split("-")[0]
     target = args.pair.split("-")[1]

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import signal
 import socket
 import subprocess
@@ -45,6 +46,13 @@ def split_sentences(lang: str, limit: int | None = None) -> list[str]:
     from model.data import default_data_dir, read_lines
 
     return read_lines(default_data_dir(), SPLIT, lang)[:limit]
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """How a report names the command that produced it: `python -m module` and its
+    arguments (argv, else this process's), quoted for a shell."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([f"python -m {module}", *(shlex.quote(a) for a in args)])
 
 
 def percentile(values: Sequence[float], q: float) -> float:

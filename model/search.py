@@ -568,11 +568,17 @@ def greedy_search(
     compact_share: float = COMPACT_SHARE,
 ) -> list[list[Hypothesis]]:
     """Greedy search of a batch of batch_size sentences to the end (see GreedyBatch)."""
-    sentences = _sentences(batch_size, max_length, alpha, 1)
-    batch = GreedyBatch(
-        decoder, state, sentences, bos_id=bos_id, eos_id=eos_id, compact_share=compact_share
+    return search(
+        decoder,
+        state,
+        batch_size,
+        beam_size=1,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        max_length=max_length,
+        alpha=alpha,
+        compact_share=compact_share,
     )
-    return _offline(batch, batch_size)
 
 
 def beam_search(
