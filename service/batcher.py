@@ -46,6 +46,7 @@ TooLong = Callable[[int, int, int], Exception]
 
 
 def sentence_too_long(index: int, tokens: int, limit: int) -> Exception:
+    """The default error of a request with a sentence too long: it names the sentence."""
     return InputTooLong(
         f"sentence {index} has {tokens} tokens; the model takes at most {limit} per sentence"
     )

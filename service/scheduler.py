@@ -5,13 +5,16 @@ The continuous scheduler: iteration-level batching on a pair's engine threads.
 A batch never closes. Each engine thread (one per stream of the pair's engine: on the CPU
 one per core) runs a loop of three parts, as vLLM's engine core does:
 
+- tokenize: the sentences of every request not tokenized yet, in one call (requests
+  arrive untokenized: nothing is tokenized on the event loop); a request holding a
+  sentence too long for the model fails whole, at once;
 - schedule: take waiting sentences from the head of the pair's queue, as many as fit its
   row budget (`max_sentences` per thread, the threads sharing the queue fairly) and the
   pair's KV-cache budget (`max_kv_tokens` cache positions, reserved at each sentence's
   whole output budget, so a running batch never outgrows it). An idle thread takes work
   at once; a busy one once a quarter of its rows is free or the oldest waiting sentence
   waited max_wait_s, since joining copies the running cache;
-- execute: tokenize and encode them, join them to the running batch of their width (beam
+- execute: encode them, join them to the running batch of their width (beam
   search: after their first step, taken alone), then one decoder step for every row;
 - update: resolve the futures of the sentences that finished at once (from this thread,
   through the event loop's call_soon_threadsafe), and drop cancelled sentences (a deadline
@@ -41,6 +44,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import Gauge
 
 from model.search import BeamBatch, SearchBatch, Sentence, batch_width
 from service.engine.base import Engine, Translation
@@ -99,9 +104,13 @@ class Work:
         return batch_width(self.options.beam_size, 1 + self.options.num_alternatives)
 
 
+# requests refused, each with the error its sentences fail with
+Refused = list[tuple[list[Work], Exception]]
+
+
 def tokenize(
     runner: ModelRunner, requests: Sequence[list[Work]], *, keep_ids: bool = True
-) -> tuple[list[Work], list[tuple[list[Work], Exception]]]:
+) -> tuple[list[Work], Refused]:
     """Count the source tokens of the requests' uncounted sentences, in one tokenizer call.
 
     A sentence over the model's positional table would be cut: its whole request is refused
@@ -117,7 +126,7 @@ def tokenize(
             work.source = source if keep_ids else None
     limit = runner.max_source_tokens
     accepted: list[Work] = []
-    refused: list[tuple[list[Work], Exception]] = []
+    refused: Refused = []
     for request in requests:
         first = next((w for w in request if w.n_tokens > limit), None)
         if first is None:
@@ -137,6 +146,87 @@ def fitting(n_tokens: Iterable[int], max_tokens: int, max_sentences: int | None 
             break
         count += 1
     return count
+
+
+class Waiting:
+    """One pair's waiting sentences: those counted, in order (ready), and the requests not
+    tokenized yet (incoming). Not thread-safe: the continuous scheduler calls it under its
+    lock, the static one from the event loop."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.ready: deque[Work] = deque()
+        self.incoming: list[list[Work]] = []
+        self.uncounted = 0  # sentences incoming or being tokenized
+        self._gauge = gauge
+
+    def __len__(self) -> int:
+        return len(self.ready) + self.uncounted
+
+    def add(self, works: Iterable[Work]) -> None:
+        """One request's sentences: counted ones (their lengths already checked) are ready at
+        once, the others once an engine thread has tokenized them."""
+        request = list(works)
+        if any(w.n_tokens == UNCOUNTED for w in request):
+            self.incoming.append(request)
+            self.uncounted += len(request)
+        else:
+            self.ready.extend(request)
+        self.changed()
+
+    def remove(self, work: Work) -> bool:
+        """Take a sentence out (True), unless it is being tokenized or has left the queue."""
+        try:
+            self.ready.remove(work)
+        except ValueError:
+            request = next((r for r in self.incoming if work in r), None)
+            if request is None:
+                return False
+            request.remove(work)
+            if not request:
+                self.incoming = [r for r in self.incoming if r]
+            self.uncounted -= 1
+        self.changed()
+        return True
+
+    def take_incoming(self) -> list[list[Work]]:
+        """The requests to tokenize now (they count as waiting until counted)."""
+        requests, self.incoming = self.incoming, []
+        return requests
+
+    def counted(self, n: int, live: list[Work]) -> None:
+        """n sentences taken to tokenize are done with; live ones are ready."""
+        self.uncounted -= n
+        self.ready.extend(live)
+        self.changed()
+
+    def changed(self) -> None:
+        self._gauge.set(len(self))
+
+
+def count(
+    runner: ModelRunner, metrics: Metrics, requests: list[list[Work]]
+) -> tuple[list[Work], Refused]:
+    """On an engine thread: tokenize requests taken from the queue (tokenize). Returns the
+    sentences to queue (those accepted and still wanted) and the requests refused, each with
+    its error: the caller fails them once they have left the queue."""
+    try:
+        accepted, refused = tokenize(runner, requests)
+    except Exception:  # a tokenizer failure must not leave requests waiting forever
+        log.exception("%s: tokenizing failed", runner.pair)
+        accepted, refused = [], [(r, InferenceFailed("the engine failed")) for r in requests]
+    live = [w for w in accepted if not w.cancelled]
+    if len(live) < len(accepted):  # cancelled while being tokenized
+        metrics.dropped.labels(runner.pair).inc(len(accepted) - len(live))
+    return live, refused
+
+
+def admitted(metrics: Metrics, pair: str, works: list[Work], now: float) -> None:
+    """Sentences leave the queue for the engine now: their time waiting, their tokens."""
+    waited = metrics.queue_wait.labels(pair)
+    for work in works:
+        work.admitted = now
+        waited.observe(now - work.enqueued)
+    metrics.input_tokens.labels(pair).inc(sum(w.n_tokens for w in works))
 
 
 def fail(works: Iterable[Work], error: Exception) -> None:
@@ -176,11 +266,8 @@ class ContinuousScheduler:
         self.max_batch_tokens = max_batch_tokens
         self.metrics = metrics
         pair = runner.pair
-        self._waiting: deque[Work] = deque()
-        # requests whose sentences are not tokenized yet, and how many sentences those hold
-        # (with those being tokenized): a thread tokenizes all of them at its next step
-        self._incoming: list[list[Work]] = []
-        self._uncounted = 0
+        # (requests not tokenized yet: a thread tokenizes all of them at its next step)
+        self._queue = Waiting(metrics.queue_depth.labels(pair))
         self._cond = threading.Condition()
         self._closing = False
         self._cancels = 0  # bumped by cancel(); a thread scans its batches when it changed
@@ -191,7 +278,6 @@ class ContinuousScheduler:
         self._m_rows = metrics.running_rows.labels(pair)
         self._m_kv = metrics.kv_tokens.labels(pair)
         metrics.kv_budget.labels(pair).set(max_kv_tokens)
-        self._m_depth = metrics.queue_depth.labels(pair)
         self._threads = [
             threading.Thread(target=self._loop, args=(i,), name=f"engine-{pair}-{i}", daemon=True)
             for i in range(count)
@@ -204,34 +290,22 @@ class ContinuousScheduler:
     # ----- the asyncio side (any thread) -----
     @property
     def depth(self) -> int:
-        return len(self._waiting) + self._uncounted
+        return len(self._queue)
 
     def submit(self, works: Iterable[Work]) -> None:
-        """Queue one request's sentences: counted ones (their lengths already checked) wait
-        at once, the others once an engine thread has tokenized them."""
-        request = list(works)
+        """Queue one request's sentences (Waiting.add)."""
         with self._cond:
-            if any(w.n_tokens == UNCOUNTED for w in request):
-                self._incoming.append(request)
-                self._uncounted += len(request)
-            else:
-                self._waiting.extend(request)
-            self._m_depth.set(self.depth)
+            self._queue.add(works)
             self._cond.notify_all()
 
     def cancel(self, work: Work) -> bool:
         """Drop a sentence: from the queue now (True), or from its batch at the next step."""
         work.cancelled = True
         with self._cond:
-            try:
-                self._waiting.remove(work)
-            except ValueError:
-                if not _remove(self._incoming, work):
-                    self._cancels += 1
-                    return False
-                self._uncounted -= 1
-            self._m_depth.set(self.depth)
-            return True
+            if self._queue.remove(work):
+                return True
+            self._cancels += 1
+            return False
 
     async def close(self) -> None:
         """Finish every waiting and running sentence, then stop the threads."""
@@ -245,16 +319,22 @@ class ContinuousScheduler:
     def _loop(self, index: int) -> None:
         running: dict[tuple[int, int, int], _Running] = {}
         cancels = 0
+        queue = self._queue
         while True:
             with self._cond:
-                while not (self._waiting or self._incoming or running or self._closing):
+                while not (queue.ready or queue.incoming or running or self._closing):
                     self._cond.wait()
                 # (a thread still tokenizing queues what it tokenized, then runs it itself)
-                if self._closing and not (self._waiting or self._incoming or running):
+                if self._closing and not (queue.ready or queue.incoming or running):
                     return
-                incoming, self._incoming = self._incoming, []
+                incoming = queue.take_incoming()
             if incoming:
-                self._count(incoming)
+                live, refused = count(self.runner, self.metrics, incoming)  # outside the lock
+                with self._cond:
+                    queue.counted(sum(len(r) for r in incoming), live)
+                    self._cond.notify_all()
+                for request, error in refused:
+                    fail(request, error)
             with self._cond:
                 taken = self._schedule(index, running)
                 scan = cancels != self._cancels
@@ -276,26 +356,6 @@ class ContinuousScheduler:
                 running.clear()
             self._account(index, running)
 
-    def _count(self, requests: list[list[Work]]) -> None:
-        """Tokenize waiting requests on this engine thread, all in one call; refused ones
-        (a sentence too long) fail at once, the others join the queue."""
-        n = sum(len(r) for r in requests)
-        try:
-            accepted, refused = tokenize(self.runner, requests)
-        except Exception:  # a tokenizer failure must not leave requests waiting forever
-            log.exception("%s: tokenizing %d sentences failed", self.runner.pair, n)
-            accepted, refused = [], [(r, InferenceFailed("the engine failed")) for r in requests]
-        for request, error in refused:
-            fail(request, error)
-        live = [w for w in accepted if not w.cancelled]
-        with self._cond:
-            self._uncounted -= n
-            self._waiting.extend(live)
-            self._m_depth.set(self.depth)
-            self._cond.notify_all()
-        if len(live) < len(accepted):  # cancelled while being tokenized
-            self.metrics.dropped.labels(self.runner.pair).inc(len(accepted) - len(live))
-
     def _account(self, index: int, running: dict[Any, _Running]) -> None:
         batches = [r.batch for r in running.values()]
         self._sentences[index] = sum(b.sentences for b in batches)
@@ -306,11 +366,12 @@ class ContinuousScheduler:
 
     def _schedule(self, index: int, running: dict[Any, _Running]) -> list[Work]:
         """Under the lock: the waiting sentences this thread admits now, from the head."""
-        if not self._waiting:
+        waiting = self._queue.ready
+        if not waiting:
             return []
         threads = len(self._threads)
         mine = self._sentences[index]
-        total = sum(self._sentences) + len(self._waiting)
+        total = sum(self._sentences) + len(waiting)
         share = min(self.max_sentences, math.ceil(total / threads))
         room = share - mine
         if room <= 0:
@@ -318,7 +379,7 @@ class ContinuousScheduler:
         # Joining copies the running batch's cache (and encodes the newcomers): into a
         # running batch, sentences come in groups, once ADMIT_SHARE of its rows are free or
         # the first of them has waited max_wait_s.
-        waited = time.monotonic() - self._waiting[0].enqueued
+        waited = time.monotonic() - waiting[0].enqueued
         if mine and room < ADMIT_SHARE * share and waited < self.max_wait_s:
             return []
         reserved = start = sum(self._reserved)
@@ -331,10 +392,10 @@ class ContinuousScheduler:
                 longest, source = int(b.budget.max()), int(b.src_len.max())
                 shapes[b.width] = [b.sentences * b.width, b.sentences, longest, source]
         taken: list[Work] = []
-        while self._waiting and len(taken) < room:
-            work = self._waiting[0]
+        while waiting and len(taken) < room:
+            work = waiting[0]
             if work.cancelled:
-                self._waiting.popleft()
+                waiting.popleft()
                 continue
             width = work.width
             budget = engine.budget(work.n_tokens, work.options.max_length)
@@ -348,10 +409,10 @@ class ContinuousScheduler:
                 break  # a sentence retried alone is admitted on its own
             reserved += after - before
             shapes[width] = [rows + width, n + 1, max(longest, budget), max(source, work.n_tokens)]
-            taken.append(self._waiting.popleft())
+            taken.append(waiting.popleft())
             if work.isolate:
                 break
-        self._m_depth.set(self.depth)
+        self._queue.changed()
         # what this thread will hold, so the others see it before the next step's account
         self._sentences[index] += len(taken)
         self._reserved[index] += reserved - start
@@ -363,16 +424,14 @@ class ContinuousScheduler:
         now = time.monotonic()
         pair = runner.pair
         self.metrics.admitted.labels(pair).observe(len(works))
+        admitted(self.metrics, pair, works, now)
         groups: dict[tuple[Engine, int, int], list[Work]] = {}
         for work in works:
-            work.admitted = now
-            self.metrics.queue_wait.labels(pair).observe(now - work.enqueued)
             engine = runner.active
             if work.on_fallback and runner.fallback is not None:
                 engine = runner.fallback  # even if ORT's cool-down is over meanwhile
             slot = (engine, work.width, id(work) if work.isolate else 0)
             groups.setdefault(slot, []).append(work)
-        self.metrics.input_tokens.labels(pair).inc(sum(w.n_tokens for w in works))
         for (engine, width, alone), group in groups.items():
             for chunk in self._encoder_chunks(group):
                 try:
@@ -501,30 +560,21 @@ class ContinuousScheduler:
 
     def _requeue(self, works: list[Work]) -> None:
         with self._cond:
-            self._waiting.extendleft(reversed(works))
-            self._m_depth.set(self.depth)
+            self._queue.ready.extendleft(reversed(works))
+            self._queue.changed()
             self._cond.notify_all()
-
-
-def _remove(requests: list[list[Work]], work: Work) -> bool:
-    """Take a sentence out of the requests not tokenized yet (True if it was there)."""
-    for i, request in enumerate(requests):
-        if work in request:
-            request.remove(work)
-            if not request:
-                del requests[i]
-            return True
-    return False
 
 
 class StaticScheduler:
     """Batches that close, then run to their longest sentence (the scheduler before issue 14).
 
-    A batch closes when it reaches max_batch_size sentences, when the next sentence would
-    take it over max_batch_tokens, or max_wait_s after its first sentence arrived; then it
-    runs on the pair's own engine thread (engine.translate: its streams split it), so the
-    event loop keeps serving while the engine works. Sentences with different decoding
-    options share the queue but never an engine call.
+    Between batches the engine thread tokenizes every request waiting untokenized, in one
+    call (refusing those with a sentence too long for the model). A batch closes when it
+    reaches max_batch_size sentences, when the next sentence would take it over
+    max_batch_tokens, or max_wait_s after its first sentence arrived; then it runs on the
+    pair's own engine thread (engine.translate: its streams split it, tokenizing again),
+    so the event loop keeps serving while the engine works. Sentences with different
+    decoding options share the queue but never an engine call.
     """
 
     def __init__(
@@ -541,47 +591,31 @@ class StaticScheduler:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
         self.metrics = metrics
-        self._queue: deque[Work] = deque()
-        # requests not tokenized yet; the engine thread tokenizes them all before a batch
-        self._incoming: list[list[Work]] = []
-        self._uncounted = 0
+        # (requests not tokenized yet: the engine thread tokenizes them all before a batch)
+        self._queue = Waiting(metrics.queue_depth.labels(runner.pair))
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         # One thread per engine: calls never overlap on an engine, and never run on the loop.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{runner.pair}")
-        self._depth = metrics.queue_depth.labels(runner.pair)
 
     @property
     def depth(self) -> int:
-        return len(self._queue) + self._uncounted
+        return len(self._queue)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"batcher-{self.runner.pair}")
 
     def submit(self, works: Iterable[Work]) -> None:
-        """Queue one request's sentences: counted ones (their lengths already checked) at
-        once, the others once the engine thread has tokenized them."""
-        request = list(works)
-        if any(w.n_tokens == UNCOUNTED for w in request):
-            self._incoming.append(request)
-            self._uncounted += len(request)
-        else:
-            self._queue.extend(request)
-        self._depth.set(self.depth)
+        """Queue one request's sentences (Waiting.add)."""
+        self._queue.add(works)
         self._wake.set()
 
     def cancel(self, work: Work) -> bool:
-        """A cancelled sentence (deadline, disconnect) leaves the queue at once."""
+        """A cancelled sentence (deadline, disconnect) leaves the queue at once; one being
+        tokenized or in a batch has its result discarded."""
         work.cancelled = True
-        try:
-            self._queue.remove(work)
-        except ValueError:
-            if not _remove(self._incoming, work):
-                return False  # being tokenized or in a batch: its result will be discarded
-            self._uncounted -= 1
-        self._depth.set(self.depth)
-        return True
+        return self._queue.remove(work)
 
     async def close(self) -> None:
         """Run everything already queued without waiting for batches to fill, then stop."""
@@ -598,51 +632,47 @@ class StaticScheduler:
     async def _count(self) -> None:
         """Tokenize the requests not counted yet, all in one call on the engine thread (idle
         between batches); refused ones (a sentence too long) fail, the others queue."""
-        requests, self._incoming = self._incoming, []
-        n = sum(len(r) for r in requests)
-        loop = asyncio.get_running_loop()
+        requests = self._queue.take_incoming()
+        live: list[Work] = []
+        refused: Refused = []
         try:
-            accepted, refused = await loop.run_in_executor(
-                self._executor, tokenize, self.runner, requests
+            live, refused = await asyncio.get_running_loop().run_in_executor(
+                self._executor, count, self.runner, self.metrics, requests
             )
-        except Exception:  # a tokenizer failure must not leave requests waiting forever
-            log.exception("%s: tokenizing %d sentences failed", self.runner.pair, n)
-            accepted, refused = [], [(r, InferenceFailed("the engine failed")) for r in requests]
+        except Exception:  # count never raises; this guards the hand-off itself
+            log.exception("%s: tokenizing failed", self.runner.pair)
+            refused = [(r, InferenceFailed("the engine failed")) for r in requests]
         finally:
-            self._uncounted -= n
+            self._queue.counted(sum(len(r) for r in requests), live)
         for request, error in refused:
             fail(request, error)
-        live = [w for w in accepted if not w.cancelled]
-        if len(live) < len(accepted):  # cancelled while being tokenized
-            self.metrics.dropped.labels(self.runner.pair).inc(len(accepted) - len(live))
-        self._queue.extend(live)
-        self._depth.set(self.depth)
 
     async def _next_batch(self) -> list[Work] | None:
         """Wait until a batch closes (full, over budget, waited long enough, or draining)."""
         loop = asyncio.get_running_loop()
+        queue = self._queue
         while True:
             self._wake.clear()
-            if self._incoming:
+            if queue.incoming:
                 await self._count()  # what arrives meanwhile sets _wake again
-            if not self._queue:
-                if self._closing and not self._incoming:
+            if not queue.ready:
+                if self._closing and not queue.incoming:
                     return None
                 await self._wake.wait()
                 continue
             take = fitting(
-                (w.n_tokens for w in self._queue), self.max_batch_tokens, self.max_batch_size
+                (w.n_tokens for w in queue.ready), self.max_batch_tokens, self.max_batch_size
             )
             # enqueued is time.monotonic(), the clock of the loop's time()
-            close_at = self._queue[0].enqueued + self.max_wait_s
+            close_at = queue.ready[0].enqueued + self.max_wait_s
             if (
-                take < len(self._queue)
+                take < len(queue.ready)
                 or take == self.max_batch_size
                 or self._closing
                 or loop.time() >= close_at
             ):
-                batch = [self._queue.popleft() for _ in range(take)]
-                self._depth.set(self.depth)
+                batch = [queue.ready.popleft() for _ in range(take)]
+                queue.changed()
                 return batch
             try:
                 async with asyncio.timeout_at(close_at):
@@ -661,10 +691,7 @@ class StaticScheduler:
             works = [w for w in group if not w.cancelled]
             if not works:
                 continue
-            now = loop.time()
-            for work in works:
-                self.metrics.queue_wait.labels(pair).observe(now - work.enqueued)
-            self.metrics.input_tokens.labels(pair).inc(sum(w.n_tokens for w in works))
+            admitted(self.metrics, pair, works, loop.time())  # (time.monotonic's clock)
             try:
                 result = await loop.run_in_executor(
                     self._executor, self.runner.run, [w.text for w in works], options

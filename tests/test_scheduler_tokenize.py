@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import pytest
 
 from model.tokenizer import Tokenizer
-from service.batcher import Batcher
 from service.engine.base import Translation
 from service.engine.loader import load_engine
 from service.engine.torch_engine import TorchEngine
@@ -23,6 +22,7 @@ from service.metrics import Metrics
 from service.registry import DecodeOptions, ModelRunner
 from service.scheduler import UNCOUNTED, Work, fitting, tokenize
 from tests.service_helpers import wait_until
+from tests.test_scheduler import make_batcher
 
 T = TypeVar("T")
 GREEDY = DecodeOptions(beam_size=1, max_length=6, num_alternatives=0)
@@ -76,22 +76,6 @@ def engine(tiny_model_dir: Path) -> GatedEngine:
     return GatedEngine(inner)
 
 
-def make_batcher(engine: TorchEngine, scheduler: str, **limits: Any) -> tuple[Batcher, Metrics]:
-    metrics = Metrics()
-    values: dict[str, Any] = dict(
-        max_batch_size=32,
-        max_batch_tokens=4096,
-        max_wait_s=0.0,
-        max_queue_size=64,
-        scheduler=scheduler,
-        max_kv_tokens=65536,
-    )
-    values.update(limits)
-    batcher = Batcher(ModelRunner("en-de", engine, None, metrics), metrics=metrics, **values)
-    batcher.start()
-    return batcher, metrics
-
-
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_waiting_requests_are_tokenized_together_on_the_engine_thread(
     engine: GatedEngine, scheduler: str
@@ -99,7 +83,7 @@ def test_waiting_requests_are_tokenized_together_on_the_engine_thread(
     requests = [["A man walks.", "A dog runs."], ["Two girls sing."], ["A cat sleeps."]]
 
     async def scenario() -> list[list[str]]:
-        batcher, _ = make_batcher(engine, scheduler)
+        batcher, _, _ = make_batcher(engine, scheduler=scheduler)
         first = asyncio.create_task(batcher.submit(["Hi."], None, GREEDY))
         assert await asyncio.to_thread(engine.entered.wait, 30)
         # The engine is busy: three requests wait, none tokenized yet.
@@ -131,7 +115,7 @@ def test_loop_mode_counts_each_request_on_the_event_loop(
     engine: GatedEngine, scheduler: str
 ) -> None:
     async def scenario() -> None:
-        batcher, _ = make_batcher(engine, scheduler, tokenize_on="loop")
+        batcher, _, _ = make_batcher(engine, scheduler=scheduler, tokenize_on="loop")
         engine.gate.set()
         engine.recorder.calls.clear()
         await asyncio.gather(*(batcher.submit([t], None, GREEDY) for t in ["A man.", "A dog."]))
@@ -155,7 +139,7 @@ def test_a_request_with_a_too_long_sentence_fails_whole(
     assert n > limit
 
     async def scenario() -> None:
-        batcher, metrics = make_batcher(engine, scheduler, tokenize_on=tokenize_on)
+        batcher, metrics, _ = make_batcher(engine, scheduler=scheduler, tokenize_on=tokenize_on)
         engine.gate.set()
         with pytest.raises(InputTooLong) as err:
             await batcher.submit(["A man.", LONG, "A dog.", LONG], None, GREEDY)
@@ -180,7 +164,7 @@ def test_a_request_cancelled_before_it_is_tokenized_leaves_the_queue(
     engine: GatedEngine, scheduler: str
 ) -> None:
     async def scenario() -> None:
-        batcher, metrics = make_batcher(engine, scheduler)
+        batcher, metrics, _ = make_batcher(engine, scheduler=scheduler)
         first = asyncio.create_task(batcher.submit(["Hi."], None, GREEDY))
         assert await asyncio.to_thread(engine.entered.wait, 30)
         gone = asyncio.create_task(batcher.submit(["A man.", "A dog."], None, GREEDY))
