@@ -9,14 +9,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Auto precision: fp32 on both devices, the precision whose tokens the PyTorch fallback
-# reproduces. The reduced ones are opt-in: int8 on the CPU (faster, within the BLEU
-# tolerance), fp16 on CUDA (on an H100, for these 7.6M-parameter models, slower than fp32 at
-# greedy search and faster at beam 4, batch 32: README, "On a GPU").
+# reproduces and whose output does not depend on the batch. The reduced ones are opt-in:
+# int8 on the CPU, fp16 on CUDA (what each gains: docs/benchmarks.md).
 AUTO_PRECISION = "fp32"
 
 
 class Settings(BaseSettings):
-    """Every knob of the running service; the README's configuration table lists these."""
+    """Every knob of the running service; docs/configuration.md's tables list these."""
 
     model_config = SettingsConfigDict(env_prefix="NMT_", extra="ignore")
 
@@ -300,7 +299,7 @@ def _cuda_usable(backend: str) -> bool:
 
 
 def settings_table() -> str:
-    """The configuration as a Markdown table (variable, default, description) for the README."""
+    """The configuration as a Markdown table (variable, default, description) for the docs."""
     rows = ["| Variable | Default | Description |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.get_default(call_default_factory=True)
