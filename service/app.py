@@ -34,8 +34,8 @@ Every error has the body `{"error": {"type": ..., "message": ...}}`."""
 
 
 class OrjsonResponse(JSONResponse):
-    """JSONResponse rendered by orjson: the same compact UTF-8 body as Starlette's json.dumps
-    (non-ASCII as it is, not escaped), in less time. FastAPI's ORJSONResponse is deprecated."""
+    """JSONResponse rendered by orjson (Rust) instead of json.dumps: the same compact UTF-8
+    body (non-ASCII as it is, not escaped). FastAPI's own ORJSONResponse is deprecated."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
