@@ -19,6 +19,7 @@ from service.engine.torch_engine import TorchEngine
 from service.errors import InferenceFailed, NotReady, QueueFull
 from service.metrics import Metrics
 from service.registry import DecodeOptions, ModelRunner
+from tests.service_helpers import wait_until
 
 T = TypeVar("T")
 GREEDY = DecodeOptions(beam_size=1, max_length=6, num_alternatives=0)
@@ -106,8 +107,7 @@ def test_full_queue_refuses_whole_requests(engine: Engine) -> None:
     async def scenario() -> None:
         batcher, metrics = make_batcher(engine, max_queue_size=3)
         first = asyncio.create_task(batcher.submit(["One.", "Two."], [2, 2], GREEDY))
-        await asyncio.sleep(0)  # let it enqueue
-        assert batcher.depth == 2
+        await wait_until(lambda: batcher.depth == 2)  # queued, in a batch held open
         with pytest.raises(QueueFull) as err:
             await batcher.submit(["Three.", "Four."], [2, 2], GREEDY)  # would make 4 > 3
         assert err.value.headers["Retry-After"] == "1"
@@ -126,7 +126,7 @@ def test_cancelled_work_never_reaches_the_engine(engine: Engine) -> None:
     async def scenario() -> None:
         batcher, metrics = make_batcher(engine, max_batch_size=2)
         gone = asyncio.create_task(batcher.submit(["Gone."], [2], GREEDY))
-        await asyncio.sleep(0)
+        await wait_until(lambda: batcher.depth == 1)
         gone.cancel()  # what a deadline or a client disconnect does
         with pytest.raises(asyncio.CancelledError):
             await gone
@@ -164,8 +164,8 @@ def test_inference_runs_off_the_event_loop(engine: Engine) -> None:
         assert await asyncio.to_thread(gated.entered.wait, 30)
         # The engine is busy on its thread; the loop still takes and queues new work.
         second = asyncio.create_task(batcher.submit(["A dog."], [3], GREEDY))
-        await asyncio.sleep(0)
-        assert batcher.depth == 1
+        await wait_until(lambda: batcher.depth == 1)
+        assert gated.entered.is_set() and not first.done()  # still busy with the first
         gated.gate.set()
         await asyncio.gather(first, second)
         assert engine_calls(metrics) == (2, 2)
@@ -178,7 +178,7 @@ def test_close_drains_queued_work_at_once(engine: Engine) -> None:
     async def scenario() -> None:
         batcher, _ = make_batcher(engine)  # batches would otherwise wait 60 s
         pending = [asyncio.create_task(batcher.submit([t], [3], GREEDY)) for t in ["A.", "B."]]
-        await asyncio.sleep(0)
+        await wait_until(lambda: batcher.depth == 2)  # both wait in the open batch
         async with asyncio.timeout(10):
             await batcher.close()
             results = await asyncio.gather(*pending)

@@ -11,7 +11,9 @@ import httpx
 import pytest
 from libretranslatepy import LibreTranslateAPI
 
-from tests.service_helpers import Served, serve, tiny_settings, translate_body
+from tests.service_helpers import Served, metric_value, serve, tiny_settings, translate_body
+
+pytestmark = pytest.mark.slow  # every test here runs against a served app
 
 
 @pytest.fixture(scope="module")
@@ -129,24 +131,37 @@ def test_health(served: Served, prefix: str) -> None:
     assert set(ready.json()["models"]) == {"en-de", "de-en"}
 
 
-def test_metrics(served: Served) -> None:
-    served.client.post("/v1/translate", json=translate_body("A girl."))
-    served.client.post("/v1/translate", json=translate_body("A girl.", beam_size=99))
-    text = served.client.get("/metrics").text
-    for name in (
-        "nmt_requests_total",
-        "nmt_request_duration_seconds_bucket",
-        "nmt_queue_wait_seconds_bucket",
-        "nmt_queue_depth",
-        "nmt_batch_size_bucket",
-        "nmt_input_tokens_total",
-        "nmt_output_tokens_total",
-        "nmt_inference_seconds_bucket",
-        "nmt_rejections_total",
-    ):
-        assert name in text, name
-    assert 'route="/v1/translate",status="200"' in text
-    assert 'nmt_rejections_total{reason="beam_size_out_of_range"}' in text
+def test_metrics_count_what_happened(served: Served) -> None:
+    """Every family moves by what two requests did (prometheus_client prints a family's name
+    even when it never moved, so names alone prove nothing)."""
+    sentences = ["A girl sings.", "Two dogs run in the snow."]
+    before = served.client.get("/metrics").text
+    ok = served.client.post("/v1/translate", json=translate_body(" ".join(sentences)))
+    bad = served.client.post("/v1/translate", json=translate_body("A girl.", beam_size=99))
+    assert (ok.status_code, bad.status_code) == (200, 422)
+    after = served.client.get("/metrics").text
+
+    def moved(name: str, **labels: str) -> float:
+        return metric_value(after, name, **labels) - metric_value(before, name, **labels)
+
+    route = {"route": "/v1/translate", "method": "POST"}
+    assert moved("nmt_requests_total", **route, status="200") == 1
+    assert moved("nmt_requests_total", **route, status="422") == 1
+    assert moved("nmt_rejections_total", reason="beam_size_out_of_range") == 1
+    assert moved("nmt_request_duration_seconds_count", route="/v1/translate") == 2
+    assert moved("nmt_request_duration_seconds_sum", route="/v1/translate") > 0
+    en_de, onnx = {"pair": "en-de"}, {"pair": "en-de", "backend": "onnx"}
+    # the 422 never reached a queue: two sentences did, one wait each
+    assert moved("nmt_queue_wait_seconds_count", **en_de) == 2
+    tokens = served.translator.runners["en-de"].tokenizer.encode(sentences)
+    assert moved("nmt_input_tokens_total", **en_de) == sum(len(t) for t in tokens)
+    # at most max_length 8 tokens each (EOS not counted), and some
+    assert 0 < moved("nmt_output_tokens_total", **en_de) <= 2 * 8
+    assert moved("nmt_batch_size_count", **onnx) >= 1
+    assert moved("nmt_inference_seconds_count", **onnx) >= 1
+    assert moved("nmt_inference_seconds_sum", **onnx) > 0
+    assert metric_value(after, "nmt_queue_depth", **en_de) == 0  # nothing left waiting
+    assert moved("nmt_fallbacks_total", pair="en-de", reason="batch_failed") == 0
 
 
 def test_openapi_docs_with_examples(served: Served) -> None:

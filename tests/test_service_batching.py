@@ -6,6 +6,7 @@ does: they run it (NMT_SCHEDULER=static); the continuous one has its own tests b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 import service.translator
 from service.registry import ModelRunner
 from tests.service_helpers import in_process, serve, tiny_settings, translate_body, wait_until
+
+pytestmark = pytest.mark.slow  # the app with its lifespan: in process or served
 
 HOLD = 60_000  # max_wait_ms that keeps a batch open until it fills or the service drains
 
@@ -94,12 +97,17 @@ def test_past_deadline_gets_504_and_its_work_is_dropped(
     tiny_models_dir: Path, static: None
 ) -> None:
     async def scenario() -> None:
-        settings = tiny_settings(tiny_models_dir, request_timeout_s=0.2, max_wait_ms=HOLD)
+        # The batch is held open far past the deadline, so only the deadline can end the
+        # request; 2 s leaves the sentence time to reach the queue on a busy machine.
+        settings = tiny_settings(tiny_models_dir, request_timeout_s=2, max_wait_ms=HOLD)
         async with in_process(settings) as (app, client):
             r = await client.post("/v1/translate", json=translate_body("A slow dog."))
             assert r.status_code == 504 and r.json()["error"]["type"] == "deadline_exceeded"
+            metrics = app.state.metrics
+            await wait_until(
+                lambda: metrics.value("nmt_dropped_sentences_total", pair="en-de") == 1
+            )
             assert app.state.translator.batchers["en-de"].depth == 0
-            assert app.state.metrics.value("nmt_dropped_sentences_total", pair="en-de") == 1
             assert batch_stats(app) == (0, 0)
 
     asyncio.run(scenario())
@@ -108,17 +116,25 @@ def test_past_deadline_gets_504_and_its_work_is_dropped(
 def test_disconnected_client_work_is_dropped(tiny_models_dir: Path, static: None) -> None:
     settings = tiny_settings(tiny_models_dir, max_wait_ms=HOLD, max_batch_size=8)
     with serve(settings) as served:
-        with pytest.raises(httpx.ReadTimeout):
-            # The batch stays open; the client gives up and closes its connection.
-            httpx.post(f"{served.url}/v1/translate", json=translate_body("A dog."), timeout=0.3)
         batcher = served.translator.batchers["en-de"]
 
-        async def dropped() -> None:
+        async def scenario() -> None:
+            async with httpx.AsyncClient(base_url=served.url, timeout=60, trust_env=False) as c:
+                waiting = asyncio.create_task(
+                    c.post("/v1/translate", json=translate_body("A dog."))
+                )
+                # The batch stays open: the sentence is queued; then the client gives up.
+                await wait_until(lambda: batcher.depth == 1, timeout=60)
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+            # the client's connection is closed now
             await wait_until(
-                lambda: served.metrics.value("nmt_dropped_sentences_total", pair="en-de") == 1
+                lambda: served.metrics.value("nmt_dropped_sentences_total", pair="en-de") == 1,
+                timeout=60,
             )
 
-        asyncio.run(dropped())
+        asyncio.run(scenario())
         assert batcher.depth == 0
         assert served.metrics.value("nmt_rejections_total", reason="client_disconnected") == 1
 

@@ -10,13 +10,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.checkpoint import average_state_dicts, load_model, state_dict_for_saving
+from model.checkpoint import (
+    average_state_dicts,
+    load_model,
+    load_weights,
+    state_dict_for_saving,
+)
 from model.config import ModelConfig
 from model.data import token_batches
 from model.objective import continued_lr, inverse_sqrt_lr
 from model.tokenizer import TOKENIZER_FILE
 from model.train import Trainer
 from model.train_config import RunConfig, TrainConfig
+from tests.tiny_models import tiny_config
 
 
 def test_warmup_then_inverse_sqrt_decay() -> None:
@@ -41,15 +47,7 @@ def test_token_batches_cover_everything_once_under_the_budget() -> None:
 
 
 def run_config(**train: object) -> RunConfig:
-    model = ModelConfig(
-        d_model=32,
-        n_heads=2,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        d_ff=64,
-        dropout=0.1,
-        max_length=64,
-    )
+    model = tiny_config(n_heads=2, n_encoder_layers=1, n_decoder_layers=1, dropout=0.1)
     values: dict[str, object] = dict(
         vocab_size=300,
         max_tokens=600,
@@ -106,14 +104,27 @@ def test_epochs_write_snapshots_history_curves_and_a_shippable_model(
     loaded = load_model(out)
     assert loaded.source_lang == "en" and loaded.target_lang == "de"
     assert info["epochs"] == 3
-    shipped = state_dict_for_saving(loaded.model)
-    if info["weights"].startswith("average"):
-        expected = average_state_dicts(
+    # The two candidates, made and scored here: the one with the higher validation BLEU
+    # ships (the average on a tie).
+    candidates = {
+        "average": average_state_dicts(
             [load_file(str(p)) for p in sorted(run_dir.glob("epoch_*.safetensors"))]
-        )
-    else:
-        expected = load_file(str(run_dir / "best.safetensors"))
-    for key, value in expected.items():
+        ),
+        "best": load_file(str(run_dir / "best.safetensors")),
+    }
+    assert any(
+        not torch.equal(value, candidates["best"][key])
+        for key, value in candidates["average"].items()
+    ), "the candidates must differ for the shipped weights to tell which one shipped"
+    scores = {}
+    for name, candidate in candidates.items():
+        load_weights(trainer.model, candidate)
+        scores[name] = trainer.validate()["val_bleu"]
+    winner = "best" if scores["best"] > scores["average"] else "average"
+    assert info["weights"].startswith(winner), (info["weights"], scores)
+    assert info["val"]["val_bleu"] == pytest.approx(scores[winner])
+    shipped = state_dict_for_saving(loaded.model)
+    for key, value in candidates[winner].items():
         torch.testing.assert_close(shipped[key], value)
 
 
