@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,23 @@ from service.engine.ort_session import cuda_available
 
 
 @pytest.fixture(scope="session")
-def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Exported graphs go to a session directory, never into the repository's artifacts/."""
-    path = tmp_path_factory.mktemp("artifacts")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NMT_ARTIFACTS_DIR", str(path))
-        yield path
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exported graphs go to a session directory, never into the repository's artifacts/
+    (passed to each load, not set in the environment, which the later tests would see)."""
+    return tmp_path_factory.mktemp("artifacts")
 
 
 @pytest.fixture(scope="session", params=["torch", "onnx"])
 def engine(request: pytest.FixtureRequest, tiny_model_dir: Path, artifacts_dir: Path) -> Engine:
-    return load_engine(tiny_model_dir, backend=request.param)
+    return load_engine(tiny_model_dir, backend=request.param, artifacts_root=artifacts_dir)
 
 
 @pytest.fixture(scope="session")
 def engines(tiny_model_dir: Path, artifacts_dir: Path) -> dict[str, Engine]:
-    return {backend: load_engine(tiny_model_dir, backend=backend) for backend in ("torch", "onnx")}
+    return {
+        backend: load_engine(tiny_model_dir, backend=backend, artifacts_root=artifacts_dir)
+        for backend in ("torch", "onnx")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -192,7 +192,7 @@ def test_io_binding_path_matches_plain_feeds(engines: dict[str, Engine], texts: 
 def test_int8_engine_translates(
     tiny_model_dir: Path, artifacts_dir: Path, texts: list[str]
 ) -> None:
-    engine = load_engine(tiny_model_dir, backend="onnx", precision="int8")
+    engine = load_engine(tiny_model_dir, precision="int8", artifacts_root=artifacts_dir)
     assert engine.precision == "int8"
     assert all(t.tokens for t in engine.translate(texts[:4], beam_size=2, max_length=8))
 
@@ -203,7 +203,9 @@ def test_cuda_request_falls_back_to_cpu(
     if cuda_available():
         pytest.skip("this machine has CUDA: the fallback does not happen")
     with caplog.at_level(logging.WARNING):
-        engine = load_engine(tiny_model_dir, device="cuda", precision="fp16")
+        engine = load_engine(
+            tiny_model_dir, device="cuda", precision="fp16", artifacts_root=artifacts_dir
+        )
     assert (engine.device, engine.precision) == ("cpu", "fp32")
     assert "CUDAExecutionProvider is not available" in caplog.text
 
@@ -274,8 +276,8 @@ def test_stream_shares_minimize_the_largest_share_cost(streams: int, overhead: i
 def test_streams_give_the_same_translations_as_one_batch(
     tiny_model_dir: Path, artifacts_dir: Path, texts: list[str], beam_size: int
 ) -> None:
-    one = load_engine(tiny_model_dir, threads=1, streams=1)
-    three = load_engine(tiny_model_dir, threads=3, streams=3)
+    one = load_engine(tiny_model_dir, threads=1, streams=1, artifacts_root=artifacts_dir)
+    three = load_engine(tiny_model_dir, threads=3, streams=3, artifacts_root=artifacts_dir)
     assert (one.streams, three.streams) == (1, 3)
     # an empty text too: its fully masked row attends evenly over zeroed padding, the same
     # whatever share of the batch it lands in
