@@ -9,7 +9,6 @@ never produce.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import httpx
 import pytest
 
 from loadtest.runner import wait_ready
-from tests.service_helpers import free_port
+from tests.service_helpers import clean_env, free_port, starting_a_server
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = {"text": "A man rides a bike.", "source_lang": "en", "target_lang": "de", "max_length": 6}
@@ -112,18 +111,16 @@ async def run_load(
 def service_env(models_dir: Path, **settings: str) -> dict[str, str]:
     """The environment of a `python -m service` on the tiny models, ONNX Runtime only, with
     the graphs cached where tests/service_helpers.tiny_settings caches them."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NMT_")}
-    env |= {
-        "NMT_MODELS_DIR": str(models_dir),
-        "NMT_ARTIFACTS_DIR": str(Path(models_dir).parent / "onnx-artifacts"),
-        "NMT_BACKEND": "onnx",
-        "NMT_DEVICE": "cpu",
-        "NMT_THREADS": "1",
-        "NMT_DEFAULT_BEAM_SIZE": "1",
-        "NMT_LOG_LEVEL": "info",
+    defaults = {
+        "models_dir": str(models_dir),
+        "artifacts_dir": str(Path(models_dir).parent / "onnx-artifacts"),
+        "backend": "onnx",
+        "device": "cpu",
+        "threads": "1",
+        "default_beam_size": "1",
+        "log_level": "info",
     }
-    env |= {f"NMT_{k.upper()}": v for k, v in settings.items()}
-    return env
+    return clean_env(**(defaults | settings))
 
 
 @dataclass
@@ -143,6 +140,7 @@ class Process:
 @contextmanager
 def service(env: dict[str, str], log: Path, *, port: int | None = None) -> Iterator[Process]:
     """`python -m service` on a free loopback port, ready; killed if still running at the end."""
+    starting_a_server("python -m service")
     port = port or free_port()
     with log.open("wb") as out:
         popen = subprocess.Popen(
@@ -184,6 +182,7 @@ def redis_server(workdir: Path, *, port: int | None = None) -> Iterator[str]:
 
     from tests.test_delivery import find_tool
 
+    starting_a_server("redis-server")
     exe = find_tool("redis-server")
     port = port or free_port()
     log = workdir / f"redis-{port}.log"

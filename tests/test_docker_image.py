@@ -37,10 +37,13 @@ WHEELS = Path(os.environ.get("NMT_DOCKER_WHEELS", "/opt/wheels"))
 IMAGE = "nmt-service:cpu-test"
 WHEELS_PORT = 8765
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("NMT_DOCKER_TEST") != "1",
-    reason="builds the Docker image (minutes): set NMT_DOCKER_TEST=1",
-)
+pytestmark = [
+    pytest.mark.slow,  # builds an image and runs the service in a container
+    pytest.mark.skipif(
+        os.environ.get("NMT_DOCKER_TEST") != "1",
+        reason="builds the Docker image (minutes): set NMT_DOCKER_TEST=1",
+    ),
+]
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> str:

@@ -9,9 +9,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from export.artifacts import ensure_graphs
 from export.contract import MANIFEST_FILE
 from tests.service_helpers import in_process, tiny_settings, translate_body
+
+pytestmark = pytest.mark.slow  # the app with its lifespan, in process
 
 
 def test_truncated_decoder_is_exported_again(tiny_models_dir: Path, tmp_path: Path) -> None:

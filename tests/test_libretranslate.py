@@ -14,6 +14,8 @@ from selectolax.lexbor import LexborHTMLParser
 
 from tests.service_helpers import Served, serve, tiny_settings
 
+pytestmark = pytest.mark.slow  # every test here runs against a served app
+
 EN = "Two young men are playing soccer in a park."
 DE = "Zwei junge Männer spielen Fußball in einem Park."
 FR = "Deux jeunes hommes jouent au football dans un parc."

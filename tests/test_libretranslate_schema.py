@@ -13,6 +13,8 @@ import pytest
 from service.openapi import NOT_BLANK
 from tests.service_helpers import Served, serve, tiny_settings
 
+pytestmark = pytest.mark.slow  # a served app, and schemathesis against it
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -79,6 +79,7 @@ def served_by(access: Path) -> list[str]:
     return re.findall(r"upstream=(?:[\d.:]+, )*([\d.:]+) ", access.read_text())
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_replica_behind_nginx_loses_nothing(
     tiny_models_dir: Path, tmp_path: Path
 ) -> None:
@@ -142,6 +143,7 @@ def statuses(url: str, address: str, n: int = 1, forwarded_for: str | None = Non
         ]
 
 
+@pytest.mark.slow
 def test_limits_per_address_behind_nginx_see_each_client(
     tiny_models_dir: Path, tmp_path: Path
 ) -> None:

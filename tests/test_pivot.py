@@ -45,6 +45,7 @@ def engine_translate(served: Served, pair: str, text: str, **options: Any) -> An
 
 
 # ----- routes -----
+@pytest.mark.slow
 def test_pivot_pair_goes_through_english(served: Served) -> None:
     text = "Un homme fait du vélo."
     body = post(served, text, "fr", "de", beam_size=3, alternatives=2)
@@ -61,6 +62,7 @@ def test_pivot_pair_goes_through_english(served: Served) -> None:
     assert item["alternatives"] == [a.text for a in german.alternatives]
 
 
+@pytest.mark.slow
 def test_pivot_keeps_each_texts_sentences_and_layout(served: Served) -> None:
     listed = post(served, ["Un chien court.", "Deux enfants jouent!"], "fr", "de")
     whole = post(served, " Un chien court.\n\n  Deux enfants jouent!\n", "fr", "de")
@@ -69,6 +71,7 @@ def test_pivot_keeps_each_texts_sentences_and_layout(served: Served) -> None:
     assert whole["translations"][0]["text"] == f" {a}\n\n  {b}\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pair", sorted(PAIRS))
 def test_a_direct_model_wins(served: Served, pair: str) -> None:
     source, target = pair.split("-")
@@ -77,6 +80,7 @@ def test_a_direct_model_wins(served: Served, pair: str) -> None:
     assert body["model"].startswith(f"{pair}@") and "+" not in body["model"]
 
 
+@pytest.mark.slow
 def test_libretranslate_translates_a_pivot_pair(served: Served) -> None:
     text = "Une femme lit un livre."
     ours = post(served, text, "fr", "de", max_length=None, beam_size=None)
@@ -85,6 +89,7 @@ def test_libretranslate_translates_a_pivot_pair(served: Served) -> None:
 
 
 # ----- what the service lists -----
+@pytest.mark.slow
 def test_languages_lists_every_reachable_target(served: Served) -> None:
     assert served.client.get("/languages").json() == [
         {"code": "de", "name": "German", "targets": ["en", "fr"]},
@@ -93,6 +98,7 @@ def test_languages_lists_every_reachable_target(served: Served) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_models_lists_the_pivots(served: Served) -> None:
     body = served.client.get("/v1/models").json()
     assert {m["pair"] for m in body["models"]} == PAIRS
@@ -101,6 +107,7 @@ def test_models_lists_the_pivots(served: Served) -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("source", "target"), [("en", "cs"), ("cs", "en"), ("de", "cs"), ("fr", "fr"), ("xx", "de")]
 )
@@ -119,6 +126,7 @@ def test_a_pair_neither_direct_nor_pivotable_is_400(
 
 
 # ----- readiness per pair -----
+@pytest.mark.slow
 def test_health_reports_each_pair_ready(served: Served) -> None:
     r = served.client.get("/health/ready")
     assert r.status_code == 200 and r.json()["status"] == "ok"
@@ -155,6 +163,7 @@ def one_broken(tiny_pivot_models_dir: Path, tmp_path_factory: pytest.TempPathFac
     return root
 
 
+@pytest.mark.slow
 def test_a_failed_pair_is_reported_and_its_pivots_dropped(
     one_broken: Path, tiny_pivot_models_dir: Path
 ) -> None:
@@ -184,6 +193,7 @@ def test_a_failed_pair_is_reported_and_its_pivots_dropped(
         ]
 
 
+@pytest.mark.slow
 def test_graphs_are_cached_once_exported(served: Served, tiny_pivot_models_dir: Path) -> None:
     artifacts = tiny_pivot_models_dir.parent / "onnx-artifacts"
     # Every pair loaded at once on a first start: their exports took turns, all are whole.

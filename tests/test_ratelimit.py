@@ -36,6 +36,7 @@ async def post(client: httpx.AsyncClient, text: str = TEXT, **headers: str) -> h
     return await client.post("/v1/translate", json=translate_body(text), headers=headers)
 
 
+@pytest.mark.slow
 @in_a_loop
 async def test_request_limit_per_address(tiny_models_dir: Path) -> None:
     async with in_process(tiny_settings(tiny_models_dir, rate_limit="3/minute")) as (app, client):
@@ -55,6 +56,7 @@ async def test_request_limit_per_address(tiny_models_dir: Path) -> None:
         assert metrics.value("nmt_rate_limited_total", key="address", limit="requests") == 1
 
 
+@pytest.mark.slow
 @in_a_loop
 async def test_character_limit_counts_texts_and_refusals_cost_nothing(
     tiny_models_dir: Path,
@@ -80,6 +82,7 @@ async def test_character_limit_counts_texts_and_refusals_cost_nothing(
         assert upload.status_code == 429 and "41 characters" in upload.json()["error"]["message"]
 
 
+@pytest.mark.slow
 @in_a_loop
 async def test_limits_per_key_with_overrides_and_keys_from_a_file(
     tiny_models_dir: Path, tmp_path: Path
@@ -158,6 +161,7 @@ def test_misconfiguration_is_a_clear_error_at_start(
     assert "secret-key-1" not in output
 
 
+@pytest.mark.slow
 def test_replicas_share_one_limit_through_redis_and_fail_open_without_it(
     tiny_models_dir: Path, tmp_path: Path
 ) -> None:

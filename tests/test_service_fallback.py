@@ -44,6 +44,7 @@ def break_decoder(served: Served) -> object:
     return healthy
 
 
+@pytest.mark.slow
 def test_failed_ort_batch_is_retried_on_torch(served: Served, onnx_outputs: list[str]) -> None:
     break_decoder(served)
     r = served.client.post("/v1/translate", json=translate_body(TEXTS))
@@ -67,6 +68,7 @@ def test_failed_ort_batch_is_retried_on_torch(served: Served, onnx_outputs: list
     assert served.metrics.value("nmt_fallbacks_total", pair="en-de", reason="batch_failed") == 1
 
 
+@pytest.mark.slow
 def test_ort_is_tried_again_after_the_cool_down(
     served: Served, onnx_outputs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,6 +84,7 @@ def test_ort_is_tried_again_after_the_cool_down(
     assert served.client.get("/health/ready").json()["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_ort_that_cannot_load_leaves_torch_serving(
     tiny_models_dir: Path, tmp_path: Path, onnx_outputs: list[str]
 ) -> None:
@@ -107,6 +110,7 @@ def test_ort_that_cannot_load_leaves_torch_serving(
         assert (model["backend"], model["fallback"], model["degraded"]) == ("torch", None, True)
 
 
+@pytest.mark.slow
 def test_onnx_only_reports_failures_as_json(tiny_models_dir: Path) -> None:
     with serve(tiny_settings(tiny_models_dir, backend="onnx")) as served:
         assert served.translator.runners["en-de"].fallback is None
@@ -122,6 +126,7 @@ def test_onnx_only_reports_failures_as_json(tiny_models_dir: Path) -> None:
         assert served.client.get("/health/ready").json()["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_torch_only(tiny_models_dir: Path, onnx_outputs: list[str]) -> None:
     with serve(tiny_settings(tiny_models_dir, backend="torch")) as served:
         r = served.client.post("/v1/translate", json=translate_body(TEXTS))

@@ -98,6 +98,7 @@ def served_shipped(shipped_models_dir: Path) -> Iterator[Served]:
         yield s
 
 
+@pytest.mark.slow
 def test_every_language_reaches_every_other(served_shipped: Served) -> None:
     languages = served_shipped.client.get("/languages").json()
     codes = {lang["code"] for lang in languages}
@@ -111,6 +112,7 @@ def api_directions() -> list[str]:
     return [f"{s}-{t}" for s, t in permutations(langs, 2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pair", api_directions())
 def test_every_direction_translates_through_the_api(
     served_shipped: Served, data_dir: Path, pair: str

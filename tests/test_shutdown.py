@@ -8,7 +8,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.recording_client import Record, readiness, run_load, service, service_env, wait_for
+
+pytestmark = pytest.mark.slow  # python -m service processes
 
 
 def test_sigterm_under_load_loses_no_request(tiny_models_dir: Path, tmp_path: Path) -> None:

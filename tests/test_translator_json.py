@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.responses import JSONResponse
 
@@ -69,6 +70,7 @@ def bodies(models_dir: Path, json_response: str) -> list[tuple[int, str, bytes]]
     return asyncio.run(scenario())
 
 
+@pytest.mark.slow  # the app with its lifespan, in process
 def test_every_json_route_answers_the_same_bytes(tiny_models_dir: Path) -> None:
     ours = bodies(tiny_models_dir, "orjson")
     theirs = bodies(tiny_models_dir, "fastapi")

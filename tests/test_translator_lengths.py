@@ -11,6 +11,8 @@ import pytest
 from service.sentences import split_sentences
 from tests.service_helpers import in_process, tiny_settings
 
+pytestmark = pytest.mark.slow  # the app with its lifespan, in process
+
 LONG = "Q " + "q " * 90  # a sentence over the tiny models' 63 source tokens
 
 

@@ -19,7 +19,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.service_helpers import free_port, service_process
+from tests.service_helpers import clean_env, free_port, service_process
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,28 +28,34 @@ EN = "Two young men are playing soccer in a park."
 DE = "Zwei junge Männer spielen Fußball in einem Park."
 FR = "Deux jeunes hommes jouent au football dans un parc."
 
-pytestmark = pytest.mark.skipif(
-    not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    # Without the browser: skipped, except in CI, where that is a failure (tests/conftest.py).
+    pytest.mark.requires_tool("chromium", "chromedriver"),
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
+        reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+    ),
+]
 
 
 @contextmanager
 def service(tiny_models_dir: Path, log: Path, **env: str) -> Iterator[str]:
     port = free_port()
-    values = {k: v for k, v in os.environ.items() if not k.startswith("NMT_")}
-    values |= {
-        "NMT_MODELS_DIR": str(tiny_models_dir),
-        "NMT_ARTIFACTS_DIR": str(tiny_models_dir.parent / "onnx-artifacts"),
-        "NMT_DEVICE": "cpu",
-        "NMT_PRECISION": "fp32",
-        "NMT_THREADS": "1",
-        "NMT_DEFAULT_BEAM_SIZE": "1",
-        "NMT_MAX_CHARS": "200",
-        "NMT_LOG_LEVEL": "warning",
-        "NMT_FILES_DIR": str(log.parent / "files"),
-        **env,
-    }
+    values = (
+        clean_env(
+            models_dir=str(tiny_models_dir),
+            artifacts_dir=str(tiny_models_dir.parent / "onnx-artifacts"),
+            device="cpu",
+            precision="fp32",
+            threads="1",
+            default_beam_size="1",
+            max_chars="200",
+            log_level="warning",
+            files_dir=str(log.parent / "files"),
+        )
+        | env
+    )
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
     with service_process(command, url, cwd=REPO, env=values, log=log, timeout=120):
