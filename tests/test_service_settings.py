@@ -66,21 +66,17 @@ def test_every_setting_is_documented() -> None:
         assert f"`NMT_{name.upper()}`" in table
 
 
-def test_the_shells_settings_never_reach_the_tests() -> None:
-    """tests/conftest.py drops NMT_* settings from this process; clean_env from the services
-    the tests start, with the shell's proxies."""
-    assert not [n for n in os.environ if n.upper().removeprefix("NMT_") in _upper_fields()]
-    os.environ["HTTPS_PROXY"] = "http://proxy.invalid:3128"
-    try:
-        env = clean_env(backend="torch")
-    finally:
-        del os.environ["HTTPS_PROXY"]
-    assert env["NMT_BACKEND"] == "torch" and "HTTPS_PROXY" not in env
+def test_the_shells_settings_never_reach_the_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/conftest.py drops NMT_* settings from this process; clean_env drops them, and
+    the shell's proxies, from the services the tests start."""
+    fields = {name.upper() for name in Settings.model_fields}
+    assert not [n for n in os.environ if n.upper().startswith("NMT_") and n.upper()[4:] in fields]
     assert "127.0.0.1" in os.environ["NO_PROXY"]
-
-
-def _upper_fields() -> set[str]:
-    return {name.upper() for name in Settings.model_fields}
+    monkeypatch.setenv("https_proxy", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NMT_API_KEYS", "from-the-shell")
+    env = clean_env(backend="torch")
+    assert env["NMT_BACKEND"] == "torch"
+    assert "https_proxy" not in env and "NMT_API_KEYS" not in env
 
 
 # ----- python -m service, a real process -----
