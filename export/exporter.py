@@ -84,7 +84,7 @@ def add_top_k(decoder_file: Path, vocab_size: int) -> None:
     chunk maxima above it), so one TopK runs over the V / C chunk maxima and a second over
     the k * C tokens of those chunks, taken in token order so that ties still go to the
     lower token id. ORT's CPU TopK over whole rows was the slow part (whole translations
-    with both forms: `python -m bench.graphs_ab`, figures in the README).
+    with both forms: `python -m bench.ab graphs`, figures in docs/decisions.md).
     """
     model = onnx.load(str(decoder_file))
     graph = model.graph

@@ -35,7 +35,6 @@ SearchFn = Callable[..., list[list[Hypothesis]]]
 
 BACKENDS = ("onnx", "torch")
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "int8", "fp16")
 
 
 @dataclass

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from export.contract import PRECISIONS
 from model.checkpoint import load_model
-from service.engine.base import BACKENDS, DEVICES, PRECISIONS, Engine
+from service.engine.base import BACKENDS, DEVICES, Engine
 
 
 def load_engine(
