@@ -10,10 +10,19 @@ import random
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import HttpUser, between, events, task
 
 from loadtest.sentences import default_sentences_path, load_sentences
 from loadtest.workload import Workload, WorkloadConfig
+
+
+@events.init.add_listener
+def _fresh_clock(**_: Any) -> None:
+    # gevent's loop caches its clock; on a loaded machine the imports before this point can
+    # take longer than --run-time, and the run-time timer, set from the stale clock, fires at
+    # once and ends the run before a request is sent.
+    gevent.get_hub().loop.update_now()
 
 
 @events.init_command_line_parser.add_listener
