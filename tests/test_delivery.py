@@ -410,6 +410,7 @@ def container(
         yield Container(url, artifacts, exported)
 
 
+@pytest.mark.slow
 def test_container_command_serves_the_build_time_graphs(container: Container) -> None:
     with httpx.Client(base_url=container.url, trust_env=False, timeout=30) as client:
         assert client.get("/health/ready").status_code == 200
@@ -430,6 +431,7 @@ def test_container_command_serves_the_build_time_graphs(container: Container) ->
     assert now == container.exported, "the service exported again instead of using the build's"
 
 
+@pytest.mark.slow
 def test_healthcheck_command_passes_against_the_service(container: Container) -> None:
     port = container.url.rsplit(":", 1)[1]
     command = [
@@ -440,6 +442,7 @@ def test_healthcheck_command_passes_against_the_service(container: Container) ->
     assert run.returncode == 0, run.stderr
 
 
+@pytest.mark.slow
 def test_dashboard_queries_metrics_the_service_exports(container: Container) -> None:
     with httpx.Client(base_url=container.url, trust_env=False) as client:
         exposition = client.get("/metrics").text
