@@ -180,7 +180,7 @@ def redis_server(workdir: Path, *, port: int | None = None) -> Iterator[str]:
     """A real redis-server (Debian's) on a loopback port, no persistence: its redis:// URL."""
     import redis
 
-    from tests.test_delivery import find_tool
+    from tests.delivery.test_delivery import find_tool
 
     starting_a_server("redis-server")
     exe = find_tool("redis-server")

@@ -6,7 +6,7 @@ pip) and the torch CPU wheel on disk, served on loopback: the Dockerfile's PYTHO
 TORCH_FIND_LINKS build arguments. A build takes minutes (dependencies, then the export of
 every shipped model), so it runs only with NMT_DOCKER_TEST=1:
 
-    NMT_DOCKER_TEST=1 .venv/bin/python -m pytest tests/test_docker_image.py -s
+    NMT_DOCKER_TEST=1 .venv/bin/python -m pytest tests/delivery/test_docker_image.py -s
 
 Where no Docker daemon runs or can be started (dockerd as root), it is skipped.
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_delivery import container_command
+from tests.delivery.test_delivery import container_command
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = os.environ.get("NMT_DOCKER_BASE", "nmt-base:bookworm-python3.11")
 WHEELS = Path(os.environ.get("NMT_DOCKER_WHEELS", "/opt/wheels"))
 IMAGE = "nmt-service:cpu-test"

@@ -1,6 +1,6 @@
 """The static batcher over a real tiny torch engine: sharing, grouping, limits, cancellation.
 
-(The continuous scheduler, the default, is tested in tests/test_scheduler.py.)"""
+(The continuous scheduler, the default, is tested in tests/service/test_scheduler.py.)"""
 
 from __future__ import annotations
 

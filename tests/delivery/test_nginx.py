@@ -26,7 +26,7 @@ from tests.recording_client import (
     wait_for,
 )
 from tests.service_helpers import free_port
-from tests.test_delivery import find_tool
+from tests.delivery.test_delivery import find_tool
 
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 

@@ -16,9 +16,9 @@ import yaml
 from service.metrics import Metrics
 from service.settings import Settings
 from service.shutdown import FRESH_CONNECTION_WAIT_S, REFUSE_S
-from tests.test_delivery import final_stage, find_tool, one
+from tests.delivery.test_delivery import final_stage, find_tool, one
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 # The version the manifests are validated for (the oldest they are meant to run on).
 KUBERNETES_VERSION = "1.32.0"

@@ -22,7 +22,7 @@ from service.settings import Settings
 from tests.conftest import in_ci
 from tests.service_helpers import free_port, service_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = ["Dockerfile", "Dockerfile.gpu"]
 PROFILES = [None, "gpu", "loadtest"]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "nmt-service.json"

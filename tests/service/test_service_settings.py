@@ -23,7 +23,7 @@ from model.tokenizer import TOKENIZER_FILE, Tokenizer
 from service.settings import Settings, settings_table
 from tests.service_helpers import clean_env, free_port, metric_value, service_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

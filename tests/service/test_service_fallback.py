@@ -94,7 +94,7 @@ def test_ort_that_cannot_load_leaves_torch_serving(
     broken = b"not an onnx graph"
     graphs.decoder.write_bytes(broken)  # a graph ONNX Runtime cannot load...
     # ...that its manifest vouches for: a graph failing its checksum is exported again
-    # instead (tests/test_graph_cache.py).
+    # instead (tests/export/test_graph_cache.py).
     manifest = json.loads((graphs.directory / MANIFEST_FILE).read_text())
     manifest["sha256"]["decoder.onnx"] = hashlib.sha256(broken).hexdigest()
     (graphs.directory / MANIFEST_FILE).write_text(json.dumps(manifest))

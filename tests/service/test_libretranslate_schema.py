@@ -15,7 +15,7 @@ from tests.service_helpers import Served, serve, tiny_settings
 
 pytestmark = pytest.mark.slow  # a served app, and schemathesis against it
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_libretranslate_list_and_alternatives(served: Served) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "type_"),
     [
-        # format html and source auto work now: tests/test_libretranslate.py
+        # format html and source auto work now: tests/service/test_libretranslate.py
         ({"q": "Hi", "source": "en", "target": "de", "format": "md"}, 422, "validation_error"),
         ({"q": "Hi.", "source": "xx", "target": "de"}, 400, "unsupported_language_pair"),
         ({"q": "", "source": "en", "target": "de"}, 422, "empty_text"),

@@ -17,7 +17,7 @@ from model.data import read_lines, read_pairs
 from model.evaluate import translate_texts
 from tests.service_helpers import Served, serve, tiny_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Collected at import: the same directory as conftest's shipped_models_dir fixture.
 SHIPPED = Path(os.environ.get("NMT_TEST_MODELS_DIR", REPO / "models"))
 MODEL_DIRS = sorted(p.parent.name for p in SHIPPED.glob(f"*/{CONFIG_FILE}"))

@@ -24,7 +24,7 @@ from loadtest.sentences import load_sentences
 from loadtest.workload import Workload, WorkloadConfig
 from tests.service_helpers import clean_env, free_port, service_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SENTENCES = ["A man rides a bike.", "Two dogs play in the snow.", "A child eats an apple."]
 
