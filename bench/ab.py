@@ -31,7 +31,7 @@ from bench.toolkit import REPO, in_turn, split_sentences
 from model.checkpoint import read_model_config
 from model.search import search
 from service.engine.base import Engine, SearchFn
-from service.engine.onnx_engine import load_onnx_engine
+from service.engine.loader import load_engine
 
 Side = Callable[[list[list[int]], int], list[list[int]]]  # (sources, beam) -> best tokens
 
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     texts = split_sentences(meta["source_lang"], args.limit)
 
     def engine(graphs_dir: Path | None = None) -> Engine:
-        return load_onnx_engine(
+        return load_engine(
             args.model, precision=args.precision, threads=args.threads, graphs_dir=graphs_dir
         )
 

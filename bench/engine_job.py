@@ -74,11 +74,10 @@ def _our_engine(job: Job) -> TranslateFn:
     from service.engine.loader import load_engine
 
     if job.engine == "onnx":
-        from service.engine.onnx_engine import load_onnx_engine
-
         root = Path(job.artifacts_root) if job.artifacts_root else None
-        engine: Any = load_onnx_engine(
-            Path(job.model_dir),
+        engine: Any = load_engine(
+            job.model_dir,
+            backend="onnx",
             device=job.device,
             precision=job.precision,
             threads=job.threads,
