@@ -97,7 +97,7 @@ def test_cuda_table_shows_gpu_memory_and_rows_that_could_not_run() -> None:
 
 
 def test_ab_compare_counts_the_sentences_whose_tokens_differ(
-    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, artifacts_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """bench.ab's table: one row per beam, each side timed every round, and the identical
     share counted from the tokens (here B changes two of eight sentences)."""
@@ -106,7 +106,7 @@ def test_ab_compare_counts_the_sentences_whose_tokens_differ(
     from bench.ab import compare, side
     from service.engine.loader import load_engine
 
-    engine = load_engine(tiny_model_dir, threads=1)
+    engine = load_engine(tiny_model_dir, threads=1, artifacts_root=artifacts_dir)
     sources = engine.encode_texts(["A dog runs.", "Two men talk.", "A red car."] * 3)[:8]
     a = side(engine, 4)
 
@@ -148,7 +148,9 @@ def test_ab_graphs_tells_two_exports_apart(
     assert all(share < 100.0 for share in identical["other"]), identical
 
 
-def test_ab_search_runs_a_revisions_search_on_the_engine(tiny_model_dir: Path) -> None:
+def test_ab_search_runs_a_revisions_search_on_the_engine(
+    tiny_model_dir: Path, artifacts_dir: Path
+) -> None:
     """`bench.ab search`: model/search.py of a git revision, loaded as a module of its own,
     is the search the engine runs on side A (Engine.generate's search_fn), and at HEAD it
     decodes as the checked-out one."""
@@ -162,9 +164,9 @@ def test_ab_search_runs_a_revisions_search_on_the_engine(tiny_model_dir: Path) -
 
     def counted(*args: object, **kwargs: object) -> list[list[model.search.Hypothesis]]:
         calls.append(1)
-        return head.search(*args, **kwargs)  # type: ignore[no-any-return]
+        return head.search(*args, **kwargs)
 
-    engine = load_engine(tiny_model_dir, threads=1, streams=1)
+    engine = load_engine(tiny_model_dir, threads=1, streams=1, artifacts_root=artifacts_dir)
     sources = engine.encode_texts(["A dog runs in the snow.", "Two men talk.", "A red car."])
     for beam in (1, 3):
         calls.clear()

@@ -50,11 +50,11 @@ def test_in_turn_runs_every_side_once_a_round_in_order() -> None:
 
 
 def test_engine_rate_walks_the_texts_once_or_cycles_until_the_time_is_up(
-    tiny_model_dir: Path,
+    tiny_model_dir: Path, artifacts_dir: Path
 ) -> None:
     from service.engine.loader import load_engine
 
-    engine = load_engine(tiny_model_dir, threads=1, streams=1)
+    engine = load_engine(tiny_model_dir, threads=1, streams=1, artifacts_root=artifacts_dir)
     texts = [f"A dog number {i} runs." for i in range(10)]
     once = engine_rate(engine, texts, batch=4, beam_size=1, duration=600, cycle=False)
     assert once["sentences"] == 10 and once["per_s"] > 0  # batches of 4, 4 and 2
@@ -78,11 +78,11 @@ def test_memory_reads_resident_and_peak_and_resets_the_peak() -> None:
 
 @pytest.mark.slow
 def test_service_process_serves_and_the_client_counts_answers_and_errors(
-    tiny_models_dir: Path, tmp_path: Path
+    tiny_models_dir: Path, artifacts_dir: Path, tmp_path: Path
 ) -> None:
     env = {
         "NMT_MODELS_DIR": str(tiny_models_dir),
-        "NMT_ARTIFACTS_DIR": str(tiny_models_dir.parent / "onnx-artifacts"),
+        "NMT_ARTIFACTS_DIR": str(artifacts_dir),
         "NMT_THREADS": "1",
         "NMT_LOG_LEVEL": "warning",
     }
