@@ -126,6 +126,18 @@ class ClientDisconnected(ServiceError):
     type = "client_disconnected"
 
 
+class BodyTooLarge(ServiceError):
+    status_code = 413
+    type = "body_too_large"
+
+
+class RateLimited(ServiceError):
+    """Over a per-key or per-address request or character limit (Retry-After, X-RateLimit-*)."""
+
+    status_code = 429
+    type = "rate_limited"
+
+
 class NotReady(RetryLater):
     """Models still loading, none could be loaded, or the service is shutting down."""
 
@@ -155,7 +167,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Request body too large",
         415: "Body not sent as application/json",
         422: "Empty text, text too long, too many texts, beam size out of range, wrong types",
-        429: "Queue full (see Retry-After)",
+        429: "Queue full, or over a rate limit (see Retry-After)",
         503: "Models loading or shutting down (see Retry-After)",
         504: "Not translated before the request deadline",
     }.items()
@@ -166,7 +178,7 @@ _HTTP_TYPES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
-    413: "body_too_large",
+    413: BodyTooLarge.type,
 }
 
 

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service.errors import BodyTooLarge, NotReady, RateLimited, error_response
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter, key_label
 from service.routes.deps import header_key
@@ -62,8 +62,10 @@ class BodyLimitMiddleware:
         message = f"the request body is over {self.max_bytes} bytes"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            self.metrics.rejections.labels(reason="body_too_large").inc()
-            await error_response(413, "body_too_large", message)(scope, receive, send)
+            self.metrics.rejections.labels(reason=BodyTooLarge.type).inc()
+            await error_response(BodyTooLarge.status_code, BodyTooLarge.type, message)(
+                scope, receive, send
+            )
             return
         received = 0
 
@@ -94,7 +96,9 @@ class ConnectionCloseMiddleware:
             return
         if self.draining.refusing:
             headers = {"Retry-After": str(RETRY_AFTER_S), "Connection": "close"}
-            refusal = error_response(503, "not_ready", "the service is shutting down", headers)
+            refusal = error_response(
+                NotReady.status_code, NotReady.type, "the service is shutting down", headers
+            )
             await refusal(scope, receive, send)
             return
 
@@ -134,8 +138,8 @@ class RateLimitMiddleware:
                 chunks.append(message.get("body", b""))
                 more = message.get("more_body", False)
         except HTTPException as exc:  # the body limit, raised inside receive
-            self.limiter.metrics.rejections.labels(reason="body_too_large").inc()
-            await error_response(exc.status_code, "body_too_large", str(exc.detail))(
+            self.limiter.metrics.rejections.labels(reason=BodyTooLarge.type).inc()
+            await error_response(exc.status_code, BodyTooLarge.type, str(exc.detail))(
                 scope, receive, send
             )
             return
@@ -155,10 +159,10 @@ class RateLimitMiddleware:
             self._identity(scope, data), _count_chars(data.get("text", data.get("q")))
         )
         if not decision.allowed:
-            self.limiter.metrics.rejections.labels(reason="rate_limited").inc()
-            await error_response(429, "rate_limited", decision.message, decision.headers)(
-                scope, replay, send
-            )
+            self.limiter.metrics.rejections.labels(reason=RateLimited.type).inc()
+            await error_response(
+                RateLimited.status_code, RateLimited.type, decision.message, decision.headers
+            )(scope, replay, send)
             return
 
         async def send_with_headers(message: Message) -> None:
