@@ -12,8 +12,9 @@ one scheduler after the other in one run:
   greedy, against the closed rows at 64;
 - streams: continuous at 64 clients, int8 greedy, with one stream of every thread
   (NMT_STREAMS=1) against the default one running batch per stream;
-- lean: continuous at 64 clients, int8 greedy, uvicorn on uvloop + httptools
-  (uvicorn[standard]) against asyncio + h11 (those imports shadowed);
+- lean: continuous at 64 clients, int8 greedy, the default request path against each of
+  its changes undone alone: asyncio + h11 instead of uvicorn[standard]'s uvloop + httptools,
+  tokenizing per request on the event loop, FastAPI's JSON instead of orjson;
 - options: requests alternating greedy and beam 4 at 64 clients, int8, static against
   continuous (not in the default parts);
 - rss: the server's resident memory at the start and the end of rss_duration seconds at
@@ -253,15 +254,24 @@ def part_streams(runs: Runs, result: dict[str, Any]) -> None:
 
 
 def part_lean(runs: Runs, result: dict[str, Any]) -> None:
-    # uvicorn[standard]'s uvloop and httptools against asyncio and h11: the same server
-    # with those two imports shadowed by modules that fail (uvicorn then falls back)
+    # The lean request path, one change at a time against the default (uvloop + httptools,
+    # tokenizing on the engine thread, orjson responses): uvicorn[standard] against asyncio +
+    # h11 (those two imports shadowed by modules that fail, so uvicorn falls back), tokenizing
+    # per request on the event loop (NMT_TOKENIZE=loop), FastAPI's own JSON
+    # (NMT_JSON_RESPONSE=fastapi).
     shadow = Path(tempfile.mkdtemp(prefix="no-uvloop-"))
     for module in ("uvloop", "httptools"):
         (shadow / module).mkdir()
         (shadow / module / "__init__.py").write_text("raise ImportError('shadowed')\n")
     path = os.pathsep.join(p for p in (str(shadow), os.environ.get("PYTHONPATH")) if p)
+    variants: dict[str, dict[str, str]] = {
+        "default": {},
+        "asyncio+h11": {"PYTHONPATH": path},
+        "tokenize on the loop": {"NMT_TOKENIZE": "loop"},
+        "FastAPI JSON": {"NMT_JSON_RESPONSE": "fastapi"},
+    }
     result["lean"] = {}
-    for name, extra in (("asyncio+h11", {"PYTHONPATH": path}), ("uvloop+httptools", {})):
+    for name, extra in variants.items():
         row = runs.at64(runs.env("int8-greedy", "continuous", **extra), f"lean-{name}")
         print("lean", name, row, flush=True)
         result["lean"][name] = row
@@ -457,7 +467,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
     if "lean" in result:
         for name, r in result["lean"].items():
-            lines.append(f"- continuous, int8 greedy, 64 clients, uvicorn on {name}: " + brief(r))
+            lines.append(f"- continuous, int8 greedy, 64 clients, {name}: " + brief(r))
         lines.append("")
     if "mixed" in result:
         lines += [
