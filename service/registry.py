@@ -188,17 +188,49 @@ class LoadOptions:
 def load_runner(pair: str, model_dir: Path, options: LoadOptions, metrics: Metrics) -> ModelRunner:
     """Load and warm up a pair's engines; with backend auto a failed ORT load is survived."""
     if options.backend == "torch":
-        return ModelRunner(pair, load_torch(model_dir, options), None, metrics)
-    if options.backend == "onnx":
-        return ModelRunner(pair, load_onnx(model_dir, options), None, metrics)
-    fallback = load_torch(model_dir, options)
-    try:
-        onnx = load_onnx(model_dir, options)
-    except Exception as exc:
-        log.exception("%s: ONNX Runtime engine failed to load; serving on torch", pair)
-        metrics.fallbacks.labels(pair, "load_failed").inc()
-        return ModelRunner(pair, None, fallback, metrics, load_error=f"{type(exc).__name__}: {exc}")
-    return ModelRunner(pair, onnx, fallback, metrics)
+        runner = ModelRunner(pair, load_torch(model_dir, options), None, metrics)
+    elif options.backend == "onnx":
+        runner = ModelRunner(pair, load_onnx(model_dir, options), None, metrics)
+    else:
+        fallback = load_torch(model_dir, options)
+        try:
+            onnx = load_onnx(model_dir, options)
+        except Exception as exc:
+            log.exception("%s: ONNX Runtime engine failed to load; serving on torch", pair)
+            metrics.fallbacks.labels(pair, "load_failed").inc()
+            error = f"{type(exc).__name__}: {exc}"
+            runner = ModelRunner(pair, None, fallback, metrics, load_error=error)
+        else:
+            runner = ModelRunner(pair, onnx, fallback, metrics)
+    for engine in (runner.primary, runner.fallback):
+        if engine is not None:
+            log_threads(pair, engine, options)
+    return runner
+
+
+def log_threads(pair: str, engine: Engine, options: LoadOptions) -> None:
+    """One line per loaded engine: what NMT_THREADS and NMT_STREAMS came to on it."""
+    import torch
+
+    # torch's intra-op threads while the engine searches: its own (1 beside ONNX Runtime),
+    # else the process's (NMT_THREADS, set by Translator.start, or torch's default).
+    torch_threads = engine.search_threads or options.threads or torch.get_num_threads()
+    io = getattr(engine, "io", None)  # an ONNX Runtime engine's sessions (ort_io.GraphIO)
+    if io is None:
+        ort_threads = "no ORT"
+    else:
+        intra = io.decoder.get_session_options().intra_op_num_threads
+        ort_threads = f"{intra or 'default'} ORT intra-op thread(s) per stream"
+    log.info(
+        "%s: %s engine on %s/%s: %d stream(s), %s, %d torch thread(s)",
+        pair,
+        engine.backend,
+        engine.device,
+        engine.precision,
+        engine.streams,
+        ort_threads,
+        torch_threads,
+    )
 
 
 def torch_cuda_available() -> bool:

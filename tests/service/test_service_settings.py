@@ -236,7 +236,7 @@ async def batching(live: Live, tokenizer: Tokenizer) -> None:
 ENGINES = {
     "backend": "onnx",
     "precision": "int8",
-    "threads": "2",
+    "threads": "6",
     "streams": "2",
     "load_workers": "1",
     "scheduler": "continuous",
@@ -253,8 +253,7 @@ ENGINES = {
 
 def check_engines(live: Live, workdir: Path) -> None:
     c = live.client
-    # backend, precision (threads and streams: it serves with them; they only decide how
-    # the work is spread over the cores, which no answer shows):
+    # backend, precision (threads and streams: no answer shows them; the log does, below):
     models = c.get("/v1/models").json()["models"]
     assert {(m["backend"], m["fallback"], m["precision"]) for m in models} == {
         ("onnx", None, "int8")
@@ -296,6 +295,12 @@ def check_engines(live: Live, workdir: Path) -> None:
     assert "serving 600 s more" in live.output()
     # log_level info (the requests group's warning hides these):
     assert "models loaded" in live.output()
+    # threads 6, streams 2: each pair's engine decodes 2 batches at once with 3 ORT threads
+    # each (unset, threads would be one per core and streams one per thread), and searches
+    # on 1 torch thread.
+    for pair in ("en-de", "de-en"):
+        spread = "2 stream(s), 3 ORT intra-op thread(s) per stream, 1 torch thread(s)"
+        assert f"{pair}: onnx engine on cpu/int8: {spread}" in live.output()
     # load_workers 1: the second pair starts loading once the first is done with its int8
     # export (two workers would start both at once; the exports themselves take turns).
     lines = live.output().splitlines()
