@@ -23,8 +23,15 @@ SHIPPED = Path(os.environ.get("NMT_TEST_MODELS_DIR", REPO / "models"))
 MODEL_DIRS = sorted(p.parent.name for p in SHIPPED.glob(f"*/{CONFIG_FILE}"))
 
 # Greedy BLEU on the first 200 validation sentences, about ten points under what the shipped
-# checkpoint scores there (en-de 41.1, de-en 43.2; the full scores are in metrics.json).
-BLEU_FLOORS = {"en-de": 30.0, "de-en": 32.0, "en-fr": 42.0, "fr-en": 38.0}
+# checkpoint scores there (the full scores are in each model's metrics.json).
+BLEU_FLOORS = {
+    "en-de": 30.0,
+    "de-en": 32.0,
+    "en-fr": 42.0,
+    "fr-en": 38.0,
+    "en-cs": 20.0,
+    "cs-en": 25.0,
+}
 # A direction shipped without a floor of its own: this far under its metrics.json val greedy.
 UNMEASURED_MARGIN = 10.0
 # Through the API (ONNX Runtime, greedy) on the first 100 validation sentences: a pivot chains
