@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.delivery.test_delivery import find_tool
 from tests.recording_client import (
     BODY,
     REPO,
@@ -26,7 +27,6 @@ from tests.recording_client import (
     wait_for,
 )
 from tests.service_helpers import free_port
-from tests.delivery.test_delivery import find_tool
 
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 

@@ -21,8 +21,8 @@ from service.errors import InputTooLong
 from service.metrics import Metrics
 from service.registry import DecodeOptions, ModelRunner
 from service.scheduler import UNCOUNTED, Work, fitting, tokenize
-from tests.service_helpers import wait_until
 from tests.service.test_scheduler import make_batcher
+from tests.service_helpers import wait_until
 
 T = TypeVar("T")
 GREEDY = DecodeOptions(beam_size=1, max_length=6, num_alternatives=0)
