@@ -80,9 +80,6 @@ class ModelRunner:
     def max_source_tokens(self) -> int:
         return self.active.max_positions - 1
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer.encode(texts)]
-
     def primary_failed(self, sentences: int) -> None:
         """ORT failed under a batch of sentences: they and the next batches go to the
         fallback for PRIMARY_RETRY_S (readiness says degraded meanwhile)."""
