@@ -92,11 +92,18 @@ class ModelRunner:
         return failed is not None and time.monotonic() - failed < PRIMARY_RETRY_S
 
     # ----- running a batch -----
-    def run(self, texts: list[str], options: DecodeOptions) -> BatchResult:
-        """Translate one batch; never raises: a failed sentence becomes its own error."""
+    def run(
+        self,
+        texts: list[str],
+        options: DecodeOptions,
+        sources: Sequence[Sequence[int]] | None = None,
+    ) -> BatchResult:
+        """Translate one batch; never raises: a failed sentence becomes its own error.
+        sources: the texts' ids, where the scheduler has tokenized them (every engine of a
+        pair shares its tokenizer, so they hold on the fallback too)."""
         engine = self.active
         try:
-            return BatchResult(engine.backend, self._call(engine, texts, options))
+            return BatchResult(engine.backend, self._call(engine, texts, options, sources))
         except Exception as exc:
             if engine is self.primary and self.fallback is not None:
                 log.warning(
@@ -110,7 +117,7 @@ class ModelRunner:
                 self.primary_failed(len(texts))
                 engine = self.fallback
                 try:
-                    return BatchResult(engine.backend, self._call(engine, texts, options))
+                    return BatchResult(engine.backend, self._call(engine, texts, options, sources))
                 except Exception as exc2:
                     exc = exc2
             log.warning(
@@ -120,27 +127,39 @@ class ModelRunner:
                 engine.backend,
                 exc,
             )
-            return BatchResult(engine.backend, [self._alone(engine, t, options) for t in texts])
+            alone = [
+                self._alone(engine, t, options, None if sources is None else sources[i])
+                for i, t in enumerate(texts)
+            ]
+            return BatchResult(engine.backend, alone)
 
     def _alone(
         self,
         engine: Engine,
         text: str,
         options: DecodeOptions,
+        source: Sequence[int] | None,
     ) -> Translation | InferenceFailed:
         try:
-            return self._call(engine, [text], options)[0]
+            return self._call(engine, [text], options, None if source is None else [source])[0]
         except Exception as exc:
             log.error("%s: %s failed on one sentence: %r", self.pair, engine.backend, exc)
             return InferenceFailed("the model failed to translate this text")
 
-    def _call(self, engine: Engine, texts: list[str], options: DecodeOptions) -> list[Translation]:
+    def _call(
+        self,
+        engine: Engine,
+        texts: list[str],
+        options: DecodeOptions,
+        sources: Sequence[Sequence[int]] | None,
+    ) -> list[Translation]:
         start = time.perf_counter()
         out = engine.translate(
             texts,
             beam_size=options.beam_size,
             max_length=options.max_length,
             num_alternatives=options.num_alternatives,
+            sources=sources,
         )
         if len(out) != len(texts):
             raise RuntimeError(f"{engine.backend} returned {len(out)} results for {len(texts)}")

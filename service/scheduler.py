@@ -572,8 +572,8 @@ class StaticScheduler:
     call (refusing those with a sentence too long for the model). A batch closes when it
     reaches max_batch_size sentences, when the next sentence would take it over
     max_batch_tokens, or max_wait_s after its first sentence arrived; then it runs on the
-    pair's own engine thread (engine.translate: its streams split it, tokenizing again),
-    so the event loop keeps serving while the engine works. Sentences with different
+    pair's own engine thread (engine.translate on the ids tokenized: its streams split
+    it), so the event loop keeps serving while the engine works. Sentences with different
     decoding options share the queue but never an engine call.
     """
 
@@ -692,9 +692,12 @@ class StaticScheduler:
             if not works:
                 continue
             admitted(self.metrics, pair, works, loop.time())  # (time.monotonic's clock)
+            # the ids the engine thread tokenized (none where the loop counted the sentences)
+            ids = [w.source for w in works if w.source is not None]
+            sources = ids if len(ids) == len(works) else None
             try:
                 result = await loop.run_in_executor(
-                    self._executor, self.runner.run, [w.text for w in works], options
+                    self._executor, self.runner.run, [w.text for w in works], options, sources
                 )
             except Exception:  # the runner never raises; this guards the hand-off itself
                 log.exception("%s: engine call failed", pair)

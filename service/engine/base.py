@@ -336,10 +336,16 @@ class Engine(ABC):
         beam_size: int = 4,
         max_length: int | None = None,
         num_alternatives: int = 0,
+        sources: Sequence[Sequence[int]] | None = None,
     ) -> list[Translation]:
-        """Translate a batch of texts (each one sentence) and detokenize."""
+        """Translate a batch of texts (each one sentence) and detokenize. sources: the
+        texts' ids where the caller has tokenized them already (encode_texts' output)."""
+        if sources is None:
+            sources = self.encode_texts(texts)
+        elif len(sources) != len(texts):
+            raise ValueError(f"{len(sources)} sources for {len(texts)} texts")
         nbest = self.generate(
-            self.encode_texts(texts),
+            sources,
             beam_size=beam_size,
             max_length=max_length,
             num_alternatives=num_alternatives,
