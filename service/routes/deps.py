@@ -1,4 +1,9 @@
-"""Dependencies shared by the routes, as Annotated aliases; resources live on app.state."""
+"""Dependencies shared by the routes, as Annotated aliases; resources live on app.state.
+
+Every dependency is `async def`: FastAPI runs a plain `def` one in its thread pool, a
+thread hand-off per dependency per request that an engine thread then waits on for the
+GIL (docs/decisions.md).
+"""
 
 from __future__ import annotations
 
@@ -17,15 +22,15 @@ from service.translator import Translator
 T = TypeVar("T")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_translator(request: Request) -> Translator:
+async def get_translator(request: Request) -> Translator:
     return request.app.state.translator
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -54,7 +59,7 @@ def check_api_key(settings: Settings, key: str | None) -> None:
         raise Unauthorized("invalid API key")
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     check_api_key(settings, header_key(request))
 
 

@@ -222,7 +222,7 @@ async def frontend_settings(
     )
 
 
-def get_file_store(request: Request) -> FileStore:
+async def get_file_store(request: Request) -> FileStore:
     """The app's file store, made on first use in the configured directory."""
     store: FileStore | None = getattr(request.app.state, "file_store", None)
     if store is None:
