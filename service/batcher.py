@@ -30,6 +30,7 @@ from service.metrics import Metrics
 from service.registry import DecodeOptions, ModelRunner
 from service.scheduler import (
     UNCOUNTED,
+    Admission,
     ContinuousScheduler,
     StaticScheduler,
     Translated,
@@ -52,13 +53,14 @@ def sentence_too_long(index: int, tokens: int, limit: int) -> Exception:
     )
 
 
-def configured_scheduler() -> tuple[str, int]:
-    """NMT_SCHEDULER and NMT_MAX_KV_TOKENS from the environment, for a Batcher built
-    without them."""
+def configured_scheduler() -> tuple[str, int, Admission]:
+    """NMT_SCHEDULER, NMT_MAX_KV_TOKENS and NMT_ADMIT_SHARE/NMT_ADMIT_STEPS from the
+    environment, for a Batcher built without them."""
     from service.settings import Settings
 
     settings = Settings()
-    return settings.scheduler, settings.max_kv_tokens
+    admission = Admission(settings.admit_share, settings.admit_steps)
+    return settings.scheduler, settings.max_kv_tokens, admission
 
 
 class Batcher:
@@ -75,6 +77,7 @@ class Batcher:
         metrics: Metrics,
         scheduler: str | None = None,
         max_kv_tokens: int | None = None,
+        admission: Admission | None = None,
         tokenize_on: str = "engine",
     ) -> None:
         """tokenize_on: engine (each pair's engine thread tokenizes the waiting requests in
@@ -85,10 +88,11 @@ class Batcher:
         self.max_queue_size = max_queue_size
         self.metrics = metrics
         self.tokenize_on = tokenize_on
-        if scheduler is None or max_kv_tokens is None:
-            configured, kv = configured_scheduler()
+        if scheduler is None or max_kv_tokens is None or admission is None:
+            configured, kv, configured_admission = configured_scheduler()
             scheduler = scheduler or configured
             max_kv_tokens = max_kv_tokens or kv
+            admission = admission or configured_admission
         self.scheduler = scheduler
         self._closing = False
         self._scheduler: ContinuousScheduler | StaticScheduler
@@ -100,6 +104,7 @@ class Batcher:
                 max_batch_tokens=max_batch_tokens,
                 max_wait_s=max_wait_s,
                 metrics=metrics,
+                admission=admission,
             )
         elif scheduler == "static":
             self._scheduler = StaticScheduler(

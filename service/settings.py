@@ -86,6 +86,21 @@ class Settings(BaseSettings):
         "position is 2 x layers x d_model floats, 6 KiB for the shipped models). A "
         "sentence waits for room; one alone always runs.",
     )
+    admit_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Continuous scheduler: a busy running batch takes waiting sentences "
+        "once this share of its rows is free (or NMT_ADMIT_STEPS passed). Lower admits "
+        "sooner (a newcomer waits less); higher copies the running cache less often "
+        "(more sentences/s).",
+    )
+    admit_steps: int = Field(
+        default=16,
+        ge=0,
+        description="Continuous scheduler: ... or once the oldest waiting sentence has "
+        "waited this many decoding steps of the running batch (and NMT_MAX_WAIT_MS).",
+    )
     tokenize: Literal["engine", "loop"] = Field(
         default="engine",
         description="Where a request's sentences are tokenized and checked against the "

@@ -33,6 +33,7 @@ from service.registry import (
     discover_models,
     load_runner,
 )
+from service.scheduler import Admission
 from service.sentences import Segments, split_sentences
 from service.settings import Settings
 
@@ -137,6 +138,7 @@ class Translator:
             metrics=self.metrics,
             scheduler=self.settings.scheduler,
             max_kv_tokens=self.settings.max_kv_tokens,
+            admission=Admission(self.settings.admit_share, self.settings.admit_steps),
             tokenize_on=self.settings.tokenize,
         )
         batcher.start()

@@ -241,6 +241,8 @@ ENGINES = {
     "load_workers": "1",
     "scheduler": "continuous",
     "max_kv_tokens": "5000",
+    "admit_share": "0.75",
+    "admit_steps": "3",
     "files_ttl_s": "60",
     "max_files": "1",
     "max_file_bytes": "300",
@@ -295,6 +297,12 @@ def check_engines(live: Live, workdir: Path) -> None:
     assert "serving 600 s more" in live.output()
     # log_level info (the requests group's warning hides these):
     assert "models loaded" in live.output()
+    # admit_share 0.75, admit_steps 3:
+    for pair in ("en-de", "de-en"):
+        assert f"{pair}: continuous scheduler on 2 thread(s), admitting once 0.75 of a " in (
+            live.output()
+        )
+        assert "rows is free or the oldest waiting sentence waited 3 steps" in live.output()
     # threads 6, streams 2: each pair's engine decodes 2 batches at once with 3 ORT threads
     # each (unset, threads would be one per core and streams one per thread), and searches
     # on 1 torch thread.
