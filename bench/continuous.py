@@ -5,6 +5,9 @@ raw-socket asyncio client (bench.toolkit.Connection: keep-alive HTTP/1.1, a few 
 microseconds of CPU per request; the client's own CPU time is reported beside each row),
 one scheduler after the other in one run:
 
+- scheduler: the continuous scheduler fed in this process (64 sentences in flight, no
+  HTTP) against the engine alone at batch 32, for int8 greedy and fp32 beam 4 (not in the
+  default parts);
 - closed: N clients (1/8/64/256 by default), each sending its next test_2016_flickr
   sentence when the last answer came back, static against continuous, for int8 greedy and
   fp32 beam 4; and the engine alone at batch 32 (load_engine(...).translate, this process);
@@ -238,6 +241,91 @@ def part_closed(runs: Runs, result: dict[str, Any]) -> None:
             )
 
 
+def scheduler_rate(
+    runner: Any, texts: list[str], *, beam: int, clients: int, duration: float, **knobs: Any
+) -> dict[str, Any]:
+    """Sentences/s of a ContinuousScheduler fed in this process, no HTTP: `clients`
+    sentences in flight, each finished one replaced by the next text at once (from its
+    engine thread), after one second of warm-up. knobs: ContinuousScheduler's own."""
+    import threading
+
+    from service.registry import DecodeOptions
+    from service.scheduler import UNCOUNTED, ContinuousScheduler, Work
+
+    scheduler = ContinuousScheduler(
+        runner,
+        max_sentences=32,
+        max_kv_tokens=1 << 30,
+        max_batch_tokens=4096,
+        max_wait_s=0.005,
+        metrics=runner.metrics,
+        **knobs,
+    )
+    options = DecodeOptions(beam, None, 0)
+    lock = threading.Lock()
+    state = {"sent": 0, "done": 0, "stop": False}
+
+    def resolve(outcome: Any, _backend: str) -> None:
+        if isinstance(outcome, Exception):
+            raise outcome
+        with lock:
+            state["done"] += 1
+        if not state["stop"]:
+            submit()
+
+    def submit() -> None:
+        with lock:
+            text = texts[state["sent"] % len(texts)]
+            state["sent"] += 1
+        scheduler.submit([Work(text, UNCOUNTED, options, resolve)])
+
+    scheduler.start()
+    for _ in range(clients):
+        submit()
+    time.sleep(1.0)
+    with lock:
+        before = state["done"]
+    with Stopwatch() as clock:
+        time.sleep(duration)
+        with lock:
+            done = state["done"] - before
+    state["stop"] = True
+    asyncio.run(scheduler.close())
+    return {
+        "clients": clients,
+        "sentences": done,
+        "seconds": round(clock.seconds, 2),
+        "per_s": round(done / clock.seconds, 1),
+        "steal_pct": round(clock.steal_pct, 1),
+    }
+
+
+def part_scheduler(runs: Runs, result: dict[str, Any]) -> None:
+    # The continuous scheduler with no HTTP in front, 64 sentences in flight, against the
+    # engine alone at batch 32, in this process: what scheduling costs by itself.
+    from service.metrics import Metrics
+    from service.registry import LoadOptions, ModelRunner, load_onnx
+
+    args = runs.args
+    result["scheduler"] = {}
+    for config in args.configs:
+        precision, beam = CONFIGS[config]
+        engine = load_onnx(
+            runs.models_dir / args.pair, LoadOptions("onnx", "cpu", precision, None, None, None)
+        )
+        runner = ModelRunner(args.pair, engine, None, Metrics())
+        row = {
+            "engine": engine_rate(
+                engine, runs.texts, batch=args.engine_batch, beam_size=beam, duration=args.duration
+            ),
+            "scheduler": scheduler_rate(
+                runner, runs.texts, beam=beam, clients=64, duration=args.duration
+            ),
+        }
+        result["scheduler"][config] = row
+        print(config, "scheduler alone", row, flush=True)
+
+
 def part_onoff(runs: Runs, result: dict[str, Any]) -> None:
     # batching off: the static scheduler at batch 1
     result["off"] = runs.at64(runs.env("int8-greedy", "static", NMT_MAX_BATCH_SIZE="1"), "off")
@@ -348,6 +436,7 @@ def part_poisson(runs: Runs, result: dict[str, Any]) -> None:
 
 
 PARTS = {
+    "scheduler": part_scheduler,
     "closed": part_closed,
     "onoff": part_onoff,
     "streams": part_streams,
@@ -412,6 +501,16 @@ def brief(row: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [f"`{result['command']}`", "", f"Client: {result['client']}.", ""]
+    if "scheduler" in result:
+        lines += [
+            "| config | engine alone, batch 32 | continuous scheduler alone, 64 in flight "
+            "| x engine |",
+            "|---|---:|---:|---:|",
+        ]
+        for config, row in result["scheduler"].items():
+            engine, alone = row["engine"]["per_s"], row["scheduler"]["per_s"]
+            lines.append(f"| {config} | {engine} | {alone} | {alone / engine:.2f} |")
+        lines.append("")
     if result["closed"]:
         lines += [
             "| config | scheduler | clients | req/s | x engine | p50 ms | p95 ms | p99 ms "
