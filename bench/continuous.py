@@ -54,6 +54,7 @@ from bench.toolkit import (
     engine_rate,
     latency_stats,
     machine,
+    rate_figures,
     split_sentences,
 )
 
@@ -291,13 +292,7 @@ def scheduler_rate(
             done = state["done"] - before
     state["stop"] = True
     asyncio.run(scheduler.close())
-    return {
-        "clients": clients,
-        "sentences": done,
-        "seconds": round(clock.seconds, 2),
-        "per_s": round(done / clock.seconds, 1),
-        "steal_pct": round(clock.steal_pct, 1),
-    }
+    return {"clients": clients, **rate_figures(done, clock)}
 
 
 def part_scheduler(runs: Runs, result: dict[str, Any]) -> None:

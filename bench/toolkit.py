@@ -255,11 +255,15 @@ def engine_rate(
             done += size
             if clock.elapsed() >= duration or (not cycle and done >= len(texts)):
                 break
+    return {"batch": batch, **rate_figures(done, clock)}
+
+
+def rate_figures(sentences: int, clock: Stopwatch) -> dict[str, Any]:
+    """Sentences done in a stopped Stopwatch's time: the count, seconds, per second, steal."""
     return {
-        "batch": batch,
-        "sentences": done,
+        "sentences": sentences,
         "seconds": round(clock.seconds, 2),
-        "per_s": round(done / clock.seconds, 1),
+        "per_s": round(sentences / clock.seconds, 1),
         "steal_pct": round(clock.steal_pct, 1),
     }
 
