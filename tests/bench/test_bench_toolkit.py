@@ -117,3 +117,23 @@ def test_service_process_that_dies_fails_fast_with_its_log(tmp_path: Path) -> No
     finally:
         server.stop()
     assert server.proc.returncode not in (None, 0)
+
+
+def test_scheduler_rate_keeps_its_sentences_in_flight_and_counts_them(
+    tiny_model_dir: Path, artifacts_dir: Path
+) -> None:
+    from bench.continuous import scheduler_rate
+    from service.engine.loader import load_engine
+    from service.metrics import Metrics
+    from service.registry import ModelRunner
+
+    engine = load_engine(tiny_model_dir, threads=1, streams=1, artifacts_root=artifacts_dir)
+    metrics = Metrics()
+    runner = ModelRunner("en-de", engine, None, metrics)
+    texts = [f"A dog number {i} runs." for i in range(10)]
+    row = scheduler_rate(runner, texts, beam=1, clients=4, duration=0.5)
+    assert row["clients"] == 4 and row["sentences"] > 0
+    assert row["per_s"] == pytest.approx(row["sentences"] / row["seconds"], rel=0.01)
+    # every sentence went through the scheduler's engine thread, none failed
+    decoded = metrics.value("nmt_admitted_per_step_sum", pair="en-de")
+    assert decoded >= row["sentences"]
