@@ -41,6 +41,7 @@ WHEELS_PORT = 8765
 
 pytestmark = [
     pytest.mark.slow,  # builds an image and runs the service in a container
+    pytest.mark.timeout(2400),  # debootstrap, the build and the start: past the suite's 300 s
     pytest.mark.skipif(
         os.environ.get("NMT_DOCKER_TEST") != "1",
         reason="builds the Docker image (minutes): set NMT_DOCKER_TEST=1",
