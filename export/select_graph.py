@@ -4,10 +4,8 @@ A search drops finished sentences and follows its beams by selecting rows of the
 cache (select_past) and, when the set of sentences changes, entries of the source side
 (select_sources). The engine runs these graphs rather than indexing arrays itself, on the
 host too, so the CPU tests cover the code the GPU runs (where the cache stays on the device
-between steps). On the CPU their outputs come from ORT's memory arena: numpy's fancy
-indexing allocates a new buffer per cache tensor per step, a little larger each step, and
-in a synthetic beam loop (128 rows, int8) the page faults of those fresh allocations cost
-16.5 vs 11.3 ms of CPU per step; inside the engine the two measured the same within noise.
+between steps). On the CPU their outputs come from ORT's memory arena, where numpy's fancy
+indexing allocates a new buffer per cache tensor per step (docs/decisions.md).
 
 Each variant gets its own pair, typed as its decoder takes the tensors (float16 caches for
 fp16), so they are exported, cached and checksummed with the variant's other graphs.

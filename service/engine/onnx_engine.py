@@ -138,11 +138,8 @@ class OnnxEngine(Engine):
     def step_top_k(
         self, state: OrtState, tokens: Tensor, k: int
     ) -> tuple[Tensor, Tensor, OrtState]:
-        """The graph's own TopK: on CUDA only (B, k) values and tokens leave the GPU.
-
-        (On the CPU, greedy through numpy's argmax over the whole log-probabilities with the
-        graph's TopK idle (k = 0) measured the same within noise: 338-357 vs 325-353
-        sentences/s fp32, 760-777 vs 741-782 int8, batch 32, 2 streams.)
+        """The graph's own TopK: on CUDA only (B, k) values and tokens leave the GPU (on the
+        CPU, numpy's argmax with the graph's TopK idle measured the same: docs/decisions.md).
         """
         ids = step_ids(tokens)
         (values, top), present = self.io.decode(
@@ -231,11 +228,9 @@ def _join(parts: Sequence[np.ndarray], *, size: int, left: bool) -> np.ndarray:
 def cpu_streams(threads: int | None, streams: int | None) -> tuple[int, int]:
     """(streams, intra-op threads per stream) for a budget of `threads` CPU threads.
 
-    One stream per thread unless told otherwise. Measured on 2 cores (en-de, 320 test
-    sentences, batch 32): two streams of one thread against one stream of two threads,
-    greedy 296 vs 197-235 sentences/s and beam 4 124-145 vs 115-117; at batch 1 one
-    thread also beat two, 67-79 vs 29-64 sentences/s greedy (a sleeping worker is woken
-    for every op, dearer than the op itself at one row).
+    One stream per thread unless told otherwise: two streams of one thread beat one stream
+    of two, at batch 32 and at batch 1, where a sleeping worker is woken for every op
+    (docs/decisions.md).
     """
     total = threads or available_cpus()
     count = max(1, min(streams or total, total))

@@ -48,8 +48,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     # shape is never reused, so recording it is pure overhead; the arena still recycles.
     options.enable_mem_pattern = False
     # Idle intra-op workers sleep instead of spinning: between two graph runs the search's
-    # own (torch) ops need the same cores, and spinning workers starved them (measured: greedy
-    # at batch 32 ran 2.7x slower with 2 spinning threads on 2 cores than with 1 thread).
+    # own (torch) ops need the same cores, and spinning workers starved them
+    # (docs/decisions.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # warnings about hardware-specific rewrites are noise here
     return options
