@@ -11,6 +11,8 @@ one scheduler after the other in one run:
 - closed: N clients (1/8/64/256 by default), each sending its next test_2016_flickr
   sentence when the last answer came back, static against continuous, for int8 greedy and
   fp32 beam 4; and the engine alone at batch 32 (load_engine(...).translate, this process);
+- replicas: one server process per core (NMT_THREADS=1), the 64 clients split evenly
+  between them, against the closed rows' one process at 64 (not in the default parts);
 - onoff: batching off (the static scheduler at NMT_MAX_BATCH_SIZE=1) at 64 clients, int8
   greedy, against the closed rows at 64;
 - streams: continuous at 64 clients, int8 greedy, with one stream of every thread
@@ -321,6 +323,46 @@ def part_scheduler(runs: Runs, result: dict[str, Any]) -> None:
         print(config, "scheduler alone", row, flush=True)
 
 
+def part_replicas(runs: Runs, result: dict[str, Any]) -> None:
+    # One process per core against one process of every core, int8 greedy, 64 clients: two
+    # servers of NMT_THREADS=1 (what the compose file's scale profile runs behind nginx), the
+    # client's connections split evenly between them, each server its own texts; no load
+    # balancer in between (its CPU is not counted).
+    cpus = os.cpu_count() or 2
+    body = [runs.body("int8-greedy")]
+    result["replicas"] = {}
+    for scheduler in runs.args.schedulers:
+        env = runs.env("int8-greedy", scheduler, NMT_THREADS="1")
+        logs = [RESULTS / f"continuous-replica-{i}.log.tmp" for i in range(cpus)]
+        servers = [ServiceProcess(env, log) for log in logs]
+        try:
+            for server in servers:
+                server.wait_ready(runs.args.ready_timeout)
+
+            async def load(servers: list[ServiceProcess] = servers) -> list[Load]:
+                return await asyncio.gather(
+                    *(
+                        closed_loop(
+                            s.port, runs.texts[i::cpus], body, 64 // cpus, runs.args.duration
+                        )
+                        for i, s in enumerate(servers)
+                    )
+                )
+
+            loads = asyncio.run(load())
+        finally:
+            for server in servers:
+                server.stop()
+        row = {
+            "processes": cpus,
+            "per_s": round(sum(load.per_s for load in loads), 1),
+            "each_per_s": [round(load.per_s, 1) for load in loads],
+            "errors": sum(load.errors for load in loads),
+        }
+        result["replicas"][scheduler] = row
+        print(scheduler, "one process per core", row, flush=True)
+
+
 def part_onoff(runs: Runs, result: dict[str, Any]) -> None:
     # batching off: the static scheduler at batch 1
     result["off"] = runs.at64(runs.env("int8-greedy", "static", NMT_MAX_BATCH_SIZE="1"), "off")
@@ -434,6 +476,7 @@ PARTS = {
     "scheduler": part_scheduler,
     "closed": part_closed,
     "onoff": part_onoff,
+    "replicas": part_replicas,
     "streams": part_streams,
     "lean": part_lean,
     "options": part_options,
@@ -524,6 +567,13 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("")
         for config, e in result["engine"].items():
             lines.append(f"- engine alone, {config}, batch {e['batch']}: {e['per_s']} sentences/s")
+        lines.append("")
+    if "replicas" in result:
+        for scheduler, row in result["replicas"].items():
+            lines.append(
+                f"- {scheduler}, int8 greedy, 64 clients over {row['processes']} processes of "
+                f"one thread: {row['per_s']} req/s ({' + '.join(map(str, row['each_per_s']))})"
+            )
         lines.append("")
     if "off" in result:
         off = result["off"]
