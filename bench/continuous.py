@@ -421,11 +421,23 @@ def part_rss(runs: Runs, result: dict[str, Any]) -> None:
     def rss(server: ServiceProcess) -> dict[str, Any]:
         asyncio.run(closed_loop(server.port, runs.texts, bodies, 256, 5.0))
         start = round(server.memory_mib()[0], 1)
-        load = asyncio.run(
-            closed_loop(server.port, runs.texts, bodies, 256, runs.args.rss_duration)
-        )
+        samples: list[tuple[float, float]] = []  # (seconds into the run, RSS MiB) each minute
+
+        async def sampled() -> Load:
+            task = asyncio.create_task(
+                closed_loop(server.port, runs.texts, bodies, 256, runs.args.rss_duration)
+            )
+            began = time.perf_counter()
+            while not task.done():
+                await asyncio.wait({task}, timeout=60)
+                at = round(time.perf_counter() - began)
+                samples.append((at, round(server.memory_mib()[0], 1)))
+            return await task
+
+        load = asyncio.run(sampled())
         row = closed_figures(load, 256)
-        return {"start_mib": start, "end_mib": round(server.memory_mib()[0], 1), **row}
+        end = round(server.memory_mib()[0], 1)
+        return {"start_mib": start, "end_mib": end, "samples": samples, **row}
 
     result["rss"] = runs.on_server(runs.env("int8-greedy", "continuous"), "rss", rss)
     print("rss", result["rss"], flush=True)
@@ -608,6 +620,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['requests']} requests): {r['start_mib']} MiB after warming up, "
             f"{r['end_mib']} MiB at the end ({r['end_mib'] / r['start_mib'] - 1:+.1%})"
         )
+        if r.get("samples"):
+            lines.append(
+                "- each minute: " + ", ".join(f"{at} s {mib} MiB" for at, mib in r["samples"])
+            )
         lines.append("")
     if "lean" in result:
         for name, r in result["lean"].items():
