@@ -260,7 +260,6 @@ def scheduler_rate(
         max_sentences=32,
         max_kv_tokens=1 << 30,
         max_batch_tokens=4096,
-        max_wait_s=0.005,
         metrics=runner.metrics,
         **knobs,
     )

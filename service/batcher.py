@@ -102,7 +102,6 @@ class Batcher:
                 max_sentences=max_batch_size,
                 max_kv_tokens=max_kv_tokens,
                 max_batch_tokens=max_batch_tokens,
-                max_wait_s=max_wait_s,
                 metrics=metrics,
                 admission=admission,
             )

@@ -12,9 +12,8 @@ one per core) runs a loop of three parts, as vLLM's engine core does:
   row budget (`max_sentences` per thread, the threads sharing the queue fairly) and the
   pair's KV-cache budget (`max_kv_tokens` cache positions, reserved at each sentence's
   whole output budget, so a running batch never outgrows it). An idle thread takes work
-  at once; a busy one once a share of its rows is free or the oldest waiting sentence
-  waited some of its step rounds (Admission; at least max_wait_s), since joining copies
-  the running cache;
+  at once; a busy one once a share of its rows is free or it has stepped some times
+  with room while sentences waited (Admission), since joining copies the running cache;
 - execute: encode them, join them to the running batch of their width (beam
   search: after their first step, taken alone), then one decoder step for every row;
 - update: resolve the futures of the sentences that finished at once (from this thread,
@@ -63,9 +62,9 @@ ALPHA = 0.6
 @dataclass(frozen=True)
 class Admission:
     """When a busy thread's running batch takes newcomers: once `share` of its rows is free,
-    or once the oldest waiting sentence has waited `steps` of the thread's step rounds (and
-    max_wait_s). Joining copies the running cache and encodes the newcomers, so admitting
-    seldom serves more and makes newcomers wait longer (docs/decisions.md)."""
+    or once it has stepped `steps` times with room while sentences waited. Joining copies
+    the running cache and encodes the newcomers, so admitting seldom serves more and makes
+    newcomers wait longer (docs/decisions.md)."""
 
     share: float = 0.5
     steps: int = 16
@@ -265,13 +264,11 @@ class ContinuousScheduler:
         max_sentences: int,
         max_kv_tokens: int,
         max_batch_tokens: int,
-        max_wait_s: float,
         metrics: Metrics,
         threads: int | None = None,
         admission: Admission = Admission(),
     ) -> None:
         self.runner = runner
-        self.max_wait_s = max_wait_s
         self.admission = admission
         self.max_sentences = max_sentences
         self.max_kv_tokens = max_kv_tokens
@@ -287,7 +284,7 @@ class ContinuousScheduler:
         self._sentences = [0] * count  # running sentences per thread
         self._reserved = [0] * count  # KV-cache positions reserved per thread
         self._kv_used = [0] * count
-        self._round_s = [0.0] * count  # a thread's step round, a moving average (seconds)
+        self._held = [0] * count  # step rounds a thread with room let sentences wait
         self._m_rows = metrics.running_rows.labels(pair)
         self._m_kv = metrics.kv_tokens.labels(pair)
         metrics.kv_budget.labels(pair).set(max_kv_tokens)
@@ -299,7 +296,7 @@ class ContinuousScheduler:
     def start(self) -> None:
         log.info(
             "%s: continuous scheduler on %d thread(s), admitting once %g of a running batch's "
-            "rows is free or the oldest waiting sentence waited %d steps",
+            "rows is free or after %d steps with room while sentences wait",
             self.runner.pair,
             len(self._threads),
             self.admission.share,
@@ -360,7 +357,6 @@ class ContinuousScheduler:
                 taken = self._schedule(index, running)
                 scan = cancels != self._cancels
                 cancels = self._cancels
-            started = time.perf_counter()
             try:
                 if taken:
                     self._admit(taken, running)
@@ -376,9 +372,6 @@ class ContinuousScheduler:
                 for run in running.values():
                     fail(run.batch.live_owners, InferenceFailed("the engine failed"))
                 running.clear()
-            if running:
-                took = time.perf_counter() - started
-                self._round_s[index] += 0.2 * (took - self._round_s[index])
             self._account(index, running)
 
     def _account(self, index: int, running: dict[Any, _Running]) -> None:
@@ -393,6 +386,7 @@ class ContinuousScheduler:
         """Under the lock: the waiting sentences this thread admits now, from the head."""
         waiting = self._queue.ready
         if not waiting:
+            self._held[index] = 0
             return []
         threads = len(self._threads)
         mine = self._sentences[index]
@@ -402,11 +396,17 @@ class ContinuousScheduler:
         if room <= 0:
             return []
         # Joining copies the running batch's cache (and encodes the newcomers): into a
-        # running batch, sentences come in groups (Admission).
-        waited = time.monotonic() - waiting[0].enqueued
-        patience = max(self.max_wait_s, self.admission.steps * self._round_s[index])
-        if mine and room < self.admission.share * share and waited < patience:
+        # running batch, sentences come in groups (Admission). The patience counts this
+        # thread's own step rounds, not the head's age: behind a deep queue the head has
+        # always waited long, and admitting at every step served less (docs/decisions.md).
+        if (
+            mine
+            and room < self.admission.share * share
+            and self._held[index] < self.admission.steps
+        ):
+            self._held[index] += 1
             return []
+        self._held[index] = 0
         reserved = start = sum(self._reserved)
         engine = self.runner.active
         # (rows, sentences, longest budget, longest source) of each batch this admits into

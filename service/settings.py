@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     admit_steps: int = Field(
         default=16,
         ge=0,
-        description="Continuous scheduler: ... or once the oldest waiting sentence has "
-        "waited this many decoding steps of the running batch (and NMT_MAX_WAIT_MS).",
+        description="Continuous scheduler: ... or once its engine thread has taken this "
+        "many decoding steps with room while sentences waited.",
     )
     tokenize: Literal["engine", "loop"] = Field(
         default="engine",

@@ -356,13 +356,11 @@ def test_one_bad_sentence_never_fails_its_batch_mates(torch_engine: TorchEngine)
 
 def test_admission_policy_budgets_share_and_grouping(torch_engine: TorchEngine) -> None:
     """What a thread admits at a step boundary (the scheduler's schedule, threads not run)."""
-    from service.scheduler import ContinuousScheduler, Work, _Running
+    from service.scheduler import Admission, ContinuousScheduler, Work, _Running
 
     def scheduler(threads: int = 1, **limits: Any) -> ContinuousScheduler:
         runner = ModelRunner("en-de", torch_engine, None, Metrics())
-        values: dict[str, Any] = dict(
-            max_sentences=8, max_kv_tokens=65536, max_batch_tokens=4096, max_wait_s=60.0
-        )
+        values: dict[str, Any] = dict(max_sentences=8, max_kv_tokens=65536, max_batch_tokens=4096)
         values.update(limits)
         return ContinuousScheduler(runner, metrics=runner.metrics, threads=threads, **values)
 
@@ -389,18 +387,19 @@ def test_admission_policy_budgets_share_and_grouping(torch_engine: TorchEngine) 
     s.submit(works(1))
     assert s._schedule(0, running(7)) == []
     assert len(s._schedule(1, {})) == 1
-    # a busy thread with one free row of 8 waits for a quarter of its rows to be free ...
+    # a busy thread with one free row of 8 waits for half of its rows to be free ...
     s = scheduler()
+    s._sentences[0] = 7
+    s.submit(works(1, waited=61.0))  # (however long the head has waited in the queue)
+    assert s._schedule(0, running(7)) == []
+    # ... or until it has stepped `steps` times with room while sentences waited
+    s = scheduler(admission=Admission(share=0.5, steps=2))
     s._sentences[0] = 7
     s.submit(works(1))
-    assert s._schedule(0, running(7)) == []
-    # ... or for its oldest waiting sentence to have waited max_wait_s
-    s = scheduler()
-    s._sentences[0] = 7
-    s.submit(works(1, waited=61.0))
+    assert s._schedule(0, running(7)) == [] and s._schedule(0, running(7)) == []
     assert len(s._schedule(0, running(7))) == 1
     # the KV budget: one greedy sentence reserves 8 output + 4 source positions
-    s = scheduler(max_kv_tokens=30, max_wait_s=0.0)
+    s = scheduler(max_kv_tokens=30)
     s.submit(works(4))
     assert len(s._schedule(0, {})) == 2  # (2 x 8 + 2 x 4) = 24 <= 30 < 36
     # an idle thread runs one sentence even when it is over the whole budget
