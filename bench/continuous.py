@@ -61,6 +61,8 @@ from bench.toolkit import (
 )
 
 CONFIGS = {"int8-greedy": ("int8", 1), "fp32-beam4": ("fp32", 4)}
+# The open loop reuses a connection idle for less than this (uvicorn closes them at 5 s).
+KEEP_ALIVE_S = 4.0
 
 
 def load_row(load: Load) -> dict[str, Any]:
@@ -111,16 +113,33 @@ async def mixed_load(
 async def open_loop(
     port: int, texts: list[str], body: dict[str, Any], rate: float, duration: float
 ) -> dict[str, Any]:
-    """Poisson arrivals at `rate` requests/s, whatever the answers (a connection each)."""
+    """Poisson arrivals at `rate` requests/s, whatever the answers (a connection each).
+
+    Idle connections are reused, but not once idle for KEEP_ALIVE_S: the server closes a
+    connection idle for 5 s (uvicorn's keep-alive timeout), and a request sent on it as it
+    closes is lost on the client's side. A request that fails anyway counts as an error."""
     rng = random.Random(int(rate))
-    idle: list[Connection] = []
+    idle: list[tuple[Connection, float]] = []  # (connection, when it was last answered)
     load = Load()
     pending: set[asyncio.Task[None]] = set()
 
     async def one(text: str) -> None:
-        connection = idle.pop() if idle else await Connection.open(port)
-        load.count(*await connection.translate(body, text))
-        idle.append(connection)
+        connection = None
+        while idle and connection is None:
+            reused, since = idle.pop()
+            if time.perf_counter() - since < KEEP_ALIVE_S:
+                connection = reused
+            else:
+                reused.close()
+        if connection is None:
+            connection = await Connection.open(port)
+        try:
+            load.count(*await connection.translate(body, text))
+        except (OSError, asyncio.IncompleteReadError):
+            load.errors += 1
+            connection.close()
+            return
+        idle.append((connection, time.perf_counter()))
 
     with Stopwatch() as clock:
         start = time.perf_counter()
@@ -135,7 +154,7 @@ async def open_loop(
             task.add_done_callback(pending.discard)
             sent += 1
         await asyncio.gather(*pending)
-    for c in idle:
+    for c, _ in idle:
         c.close()
     load.seconds, load.client_cpu_pct = clock.seconds, clock.cpu_pct
     row = load_row(load)
