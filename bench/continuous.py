@@ -197,6 +197,7 @@ class Runs:
         self.source, self.target = args.pair.split("-")
         self.texts = split_sentences(self.source)
         self.models_dir = args.models_dir.resolve()
+        self._engines: dict[str, Any] = {}
         self.base_env = {
             "NMT_MODELS_DIR": str(self.models_dir),
             "NMT_LOG_LEVEL": "warning",
@@ -207,6 +208,17 @@ class Runs:
     def env(self, config: str, scheduler: str, **extra: str) -> dict[str, str]:
         precision, _ = CONFIGS[config]
         return {**self.base_env, "NMT_PRECISION": precision, "NMT_SCHEDULER": scheduler, **extra}
+
+    def engine(self, config: str) -> Any:
+        """The pair's warmed-up ONNX Runtime engine in this process, at the config's
+        precision (loaded once; the engine-alone rates and the scheduler part share it)."""
+        from service.registry import LoadOptions, load_onnx
+
+        precision, _ = CONFIGS[config]
+        if config not in self._engines:
+            options = LoadOptions("onnx", "cpu", precision, None, None, None)
+            self._engines[config] = load_onnx(self.models_dir / self.args.pair, options)
+        return self._engines[config]
 
     def body(self, config: str) -> dict[str, Any]:
         beam = CONFIGS[config][1]
@@ -232,16 +244,15 @@ class Runs:
 
 
 def part_closed(runs: Runs, result: dict[str, Any]) -> None:
-    from service.registry import LoadOptions, load_onnx
-
     args = runs.args
     for config in args.configs:
-        precision, beam = CONFIGS[config]
-        engine = load_onnx(
-            runs.models_dir / args.pair, LoadOptions("onnx", "cpu", precision, None, None, None)
-        )
+        _, beam = CONFIGS[config]
         result["engine"][config] = engine_rate(
-            engine, runs.texts, batch=args.engine_batch, beam_size=beam, duration=args.duration
+            runs.engine(config),
+            runs.texts,
+            batch=args.engine_batch,
+            beam_size=beam,
+            duration=args.duration,
         )
         print(config, "engine alone", result["engine"][config], flush=True)
         for scheduler in args.schedulers:
@@ -319,15 +330,13 @@ def part_scheduler(runs: Runs, result: dict[str, Any]) -> None:
     # The continuous scheduler with no HTTP in front, 64 sentences in flight, against the
     # engine alone at batch 32, in this process: what scheduling costs by itself.
     from service.metrics import Metrics
-    from service.registry import LoadOptions, ModelRunner, load_onnx
+    from service.registry import ModelRunner
 
     args = runs.args
     result["scheduler"] = {}
     for config in args.configs:
-        precision, beam = CONFIGS[config]
-        engine = load_onnx(
-            runs.models_dir / args.pair, LoadOptions("onnx", "cpu", precision, None, None, None)
-        )
+        _, beam = CONFIGS[config]
+        engine = runs.engine(config)
         runner = ModelRunner(args.pair, engine, None, Metrics())
         row = {
             "engine": engine_rate(
