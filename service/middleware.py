@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTooLarge, NotReady, RateLimited, error_response
+from service.errors import BodyTooLarge, NotReady, RateLimited, error_response, rejection
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter, key_label
 from service.routes.deps import header_key
@@ -62,10 +62,8 @@ class BodyLimitMiddleware:
         message = f"the request body is over {self.max_bytes} bytes"
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            self.metrics.rejections.labels(reason=BodyTooLarge.type).inc()
-            await error_response(BodyTooLarge.status_code, BodyTooLarge.type, message)(
-                scope, receive, send
-            )
+            refusal = rejection(self.metrics, BodyTooLarge.status_code, BodyTooLarge.type, message)
+            await refusal(scope, receive, send)
             return
         received = 0
 
@@ -138,10 +136,10 @@ class RateLimitMiddleware:
                 chunks.append(message.get("body", b""))
                 more = message.get("more_body", False)
         except HTTPException as exc:  # the body limit, raised inside receive
-            self.limiter.metrics.rejections.labels(reason=BodyTooLarge.type).inc()
-            await error_response(exc.status_code, BodyTooLarge.type, str(exc.detail))(
-                scope, receive, send
+            refusal = rejection(
+                self.limiter.metrics, exc.status_code, BodyTooLarge.type, str(exc.detail)
             )
+            await refusal(scope, receive, send)
             return
         body = b"".join(chunks)
         replayed = False
@@ -159,10 +157,14 @@ class RateLimitMiddleware:
             self._identity(scope, data), _count_chars(data.get("text", data.get("q")))
         )
         if not decision.allowed:
-            self.limiter.metrics.rejections.labels(reason=RateLimited.type).inc()
-            await error_response(
-                RateLimited.status_code, RateLimited.type, decision.message, decision.headers
-            )(scope, replay, send)
+            refusal = rejection(
+                self.limiter.metrics,
+                RateLimited.status_code,
+                RateLimited.type,
+                decision.message,
+                decision.headers,
+            )
+            await refusal(scope, replay, send)
             return
 
         async def send_with_headers(message: Message) -> None:
