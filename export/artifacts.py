@@ -13,6 +13,7 @@ so that a corrupt cache (a truncated decoder.onnx) is exported again instead of 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -20,7 +21,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 # once (a first start loading pairs in parallel) could corrupt each other's graphs. Exports
 # take turns; a variant already cached is looked up without waiting.
 _EXPORT_LOCK = threading.Lock()
+EXPORT_LOCK_FILE = ".export.lock"
 
 
 def artifacts_root() -> Path:
@@ -173,11 +176,23 @@ def _ensure(final: Path, version: str, build: Callable[[Path], None]) -> GraphSe
     precision = final.name
     if _is_current(final, version):
         return GraphSet(final, precision)
-    with _EXPORT_LOCK:
-        if _is_current(final, version):  # another thread exported it meanwhile
+    with _EXPORT_LOCK, _exclusive(final.parent / EXPORT_LOCK_FILE):
+        if _is_current(final, version):  # another thread or process exported it meanwhile
             return GraphSet(final, precision)
         _build(final, version, build)
     return GraphSet(final, precision)
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An advisory lock held across processes (the workers of one service starting at once
+    export each variant once, the others waiting for it, rather than each its own)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(final: Path, version: str, build: Callable[[Path], None]) -> None:

@@ -4,28 +4,72 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from service.app import create_app
 from service.settings import Settings
 from service.shutdown import GracefulServer
+from service.workers import supervise, worker_count
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Read NMT_* settings, let --host/--port override them, and serve until SIGTERM/SIGINT."""
+def configured() -> Settings:
+    """The NMT_* settings, or exit with one line per bad setting (no traceback)."""
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as exc:
-        # One line per bad setting, no traceback: this is a configuration error.
         problems = "; ".join(
             (f"NMT_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "")
             + e["msg"].removeprefix("Value error, ")
             for e in exc.errors(include_url=False, include_input=False)
         )
         sys.exit(f"invalid configuration: {problems}")
+
+
+def uvicorn_config(settings: Settings, host: str, port: int, app: Any = None) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=False,
+        # Requests in flight when the grace window ends have their own deadline; past it
+        # (and a little more) uvicorn stops waiting for them.
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    )
+
+
+def checked_app(settings: Settings) -> FastAPI:
+    """The app, or exit when its rate limits file or storage cannot be used."""
+    try:
+        app = create_app(settings)
+        app.state.rate_limiter.check_storage()
+    except ValueError as exc:
+        sys.exit(f"invalid configuration: {exc}")
+    return app
+
+
+def serve(
+    settings: Settings, host: str, port: int, sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve one process until SIGTERM/SIGINT: on its own port, or on sockets (a worker's)."""
+    app = checked_app(settings)
+    # SIGTERM: not ready and Connection: close for shutdown_grace_s, then uvicorn stops
+    # accepting, lets in-flight requests finish, and the lifespan drains the batchers.
+    server = GracefulServer(
+        uvicorn_config(settings, host, port, app), app.state.draining, settings.shutdown_grace_s
+    )
+    server.run(sockets)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Read NMT_* settings, let --host/--port override them, and serve until SIGTERM/SIGINT."""
+    settings = configured()
     parser = argparse.ArgumentParser(
         prog="python -m service",
         description="Machine translation API. Configured by NMT_* environment variables.",
@@ -36,24 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        app = create_app(settings)
-        app.state.rate_limiter.check_storage()
-    except ValueError as exc:  # a rate limits file or a storage that cannot be used
-        sys.exit(f"invalid configuration: {exc}")
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level,
-        access_log=False,
-        # Requests in flight when the grace window ends have their own deadline; past it
-        # (and a little more) uvicorn stops waiting for them.
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-    )
-    # SIGTERM: not ready and Connection: close for shutdown_grace_s, then uvicorn stops
-    # accepting, lets in-flight requests finish, and the lifespan drains the batchers.
-    GracefulServer(config, app.state.draining, settings.shutdown_grace_s).run()
+    if worker_count(settings.workers) == 1:
+        serve(settings, args.host, args.port)
+        return
+    checked_app(settings)  # fail here, once, rather than in every worker
+    sys.exit(supervise(settings, args.host, args.port))
 
 
 if __name__ == "__main__":

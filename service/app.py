@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +27,7 @@ from service.routes.web import install_web
 from service.settings import Settings
 from service.shutdown import Draining
 from service.translator import Translator
+from service.workers import Peers
 
 DESCRIPTION = """Self-hosted machine translation: a Transformer trained from scratch on Multi30k,
 served by ONNX Runtime (PyTorch as the automatic fallback) behind a dynamic batcher.
@@ -48,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Both read their configuration now, so that a bad one fails before serving.
     rate_limiter = RateLimiter(settings, metrics)
     draining = Draining()
+    peers = Peers.of_this_process()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,9 +58,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         translator = Translator(settings, metrics)
         app.state.translator = translator
         await translator.start()
+        # A worker of several (NMT_WORKERS) tells the others once it is ready.
+        announcing = (
+            asyncio.create_task(
+                peers.announce_when_loaded(translator.loaded, lambda: translator.health().ready)
+            )
+            if peers is not None
+            else None
+        )
         try:
             yield
         finally:
+            if announcing is not None:
+                announcing.cancel()
             await translator.stop()
 
     # NMT_JSON_RESPONSE=fastapi leaves FastAPI's default (pydantic-core serializes routes
@@ -76,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.draining = draining
+    app.state.peers = peers
     app.state.rate_limiter = rate_limiter
     install_error_handlers(app)
     app.include_router(api_router)

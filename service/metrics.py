@@ -1,8 +1,22 @@
-"""Prometheus metrics, in a registry per app so several apps (tests) never collide."""
+"""Prometheus metrics, in a registry per app so several apps (tests) never collide.
+
+With several server processes (NMT_WORKERS) each writes its samples to files under
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, set by service.workers
+before it starts them), and /metrics, whichever process answers, sums them all: counters
+and histograms over every process that ever served, gauges over the live ones.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import Final
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# How a gauge's values of several processes add up: the sum over live processes.
+LIVE_SUM: Final = "livesum"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -36,7 +50,11 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "nmt_queue_depth", "Sentences waiting for an engine call", ["pair"], registry=r
+            "nmt_queue_depth",
+            "Sentences waiting for an engine call",
+            ["pair"],
+            multiprocess_mode=LIVE_SUM,
+            registry=r,
         )
         self.batch_size = Histogram(
             "nmt_batch_size",
@@ -93,6 +111,7 @@ class Metrics:
             "nmt_running_sentences",
             "Sentences decoding in the running batches",
             ["pair"],
+            multiprocess_mode=LIVE_SUM,
             registry=r,
         )
         self.admitted = Histogram(
@@ -113,12 +132,14 @@ class Metrics:
             "nmt_kv_cache_tokens",
             "KV-cache positions held by the running batches (padding included)",
             ["pair"],
+            multiprocess_mode=LIVE_SUM,
             registry=r,
         )
         self.kv_budget = Gauge(
             "nmt_kv_cache_budget_tokens",
             "KV-cache positions the running batches may reserve (NMT_MAX_KV_TOKENS)",
             ["pair"],
+            multiprocess_mode=LIVE_SUM,
             registry=r,
         )
         self.first_step = Histogram(
@@ -136,6 +157,11 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        """The exposition: this app's registry, or every server process's samples summed."""
+        if os.environ.get(MULTIPROC_DIR):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
     def value(self, name: str, **labels: str) -> float:

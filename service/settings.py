@@ -179,6 +179,14 @@ class Settings(BaseSettings):
         "with threads / streams intra-op threads; 0: one per thread on the CPU (measured "
         "faster than one batch on every thread), one on CUDA.",
     )
+    workers: int = Field(
+        default=1,
+        ge=0,
+        description="Server processes sharing the port, each with its own event loop, engines "
+        "and interpreter lock; 0: one per CPU. With more than one, NMT_THREADS 0 gives each "
+        "the CPUs divided among them, /metrics sums every process, and rate limits need a "
+        "shared NMT_RATE_LIMIT_STORAGE (docs/deploy.md).",
+    )
     load_workers: int = Field(
         default=0,
         ge=0,
@@ -238,6 +246,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"default_beam_size {self.default_beam_size} is over "
                 f"max_beam_size {self.max_beam_size}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_limits(self) -> Settings:
+        limited = self.rate_limit or self.char_rate_limit or self.rate_limits_file
+        if self.workers != 1 and limited and self.rate_limit_storage.startswith("memory://"):
+            raise ValueError(
+                "rate limits with workers other than 1 need a shared rate_limit_storage "
+                "(redis://host:port): memory:// would count each process apart"
             )
         return self
 

@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("batcher/scheduler", ("service.batcher", "service.scheduler")),
     ("translator", ("service.translator", "service.compose")),
     ("routes", ("service.routes.*", "service.middleware")),
-    ("app", ("service", "service.app", "service.__main__")),
+    ("app", ("service", "service.app", "service.__main__", "service.workers")),
     ("tools and tests", ("bench.*", "loadtest.*", "tests.*")),
 ]
 

@@ -27,5 +27,10 @@ async def ready(request: Request, translator: TranslatorDep) -> JSONResponse:
     if request.app.state.draining.active:
         body = HealthResponse(status="stopping", models=health.models)
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
+    peers = request.app.state.peers
+    if health.ready and peers is not None and peers.waiting_for():
+        # this worker is ready, another of its group (NMT_WORKERS) is still loading
+        body = HealthResponse(status="loading", models=health.models)
+        return JSONResponse(body.model_dump(), status_code=503)
     body = HealthResponse(status=health.status, models=health.models)
     return JSONResponse(body.model_dump(), status_code=200 if health.ready else 503)

@@ -140,8 +140,9 @@ async def test_limits_per_key_with_overrides_and_keys_from_a_file(
         ({"rate_limit": "2/minute", "rate_limits_file": "/nonexistent.json"}, "nonexistent.json"),
         ({"rate_limit": "2/minute", "rate_limit_storage": "memcache-ish://x"}, "STORAGE"),
         ({"rate_limit": "2/minute", "rate_limit_storage": "redis://127.0.0.1:1"}, "unreachable"),
+        ({"rate_limit": "2/minute", "workers": "2"}, "need a shared rate_limit_storage"),
     ],
-    ids=["bad-limit", "keys-file", "limits-file", "storage-scheme", "redis-down"],
+    ids=["bad-limit", "keys-file", "limits-file", "storage-scheme", "redis-down", "workers"],
 )
 def test_misconfiguration_is_a_clear_error_at_start(
     tiny_models_dir: Path, settings: dict[str, str], expected: str

@@ -15,8 +15,12 @@ from tests.recording_client import Record, readiness, run_load, service, service
 pytestmark = pytest.mark.slow  # python -m service processes
 
 
-def test_sigterm_under_load_loses_no_request(tiny_models_dir: Path, tmp_path: Path) -> None:
-    env = service_env(tiny_models_dir, shutdown_grace_s="2")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_loses_no_request(
+    tiny_models_dir: Path, tmp_path: Path, workers: str
+) -> None:
+    # workers 2: the supervisor forwards the signal, each worker drains as one process does
+    env = service_env(tiny_models_dir, shutdown_grace_s="2", workers=workers)
     record = Record()
     with service(env, tmp_path / "service.log") as proc:
 
@@ -56,9 +60,12 @@ def test_sigterm_under_load_loses_no_request(tiny_models_dir: Path, tmp_path: Pa
     assert "grace window over" in log and "Traceback" not in log, log[-2000:]
 
 
-def test_second_sigterm_cuts_the_grace_short(tiny_models_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_second_sigterm_cuts_the_grace_short(
+    tiny_models_dir: Path, tmp_path: Path, workers: str
+) -> None:
     # A grace far past the test's patience: only the second signal can end it in time.
-    env = service_env(tiny_models_dir, shutdown_grace_s="600")
+    env = service_env(tiny_models_dir, shutdown_grace_s="600", workers=workers)
     with service(env, tmp_path / "service.log") as proc:
         proc.sigterm()
         assert readiness(proc.url) == 503
