@@ -13,6 +13,9 @@ one scheduler after the other in one run:
   fp32 beam 4; and the engine alone at batch 32 (load_engine(...).translate, this process);
 - replicas: one server process per core (NMT_THREADS=1), the 64 clients split evenly
   between them, against the closed rows' one process at 64 (not in the default parts);
+- workers: one server of NMT_WORKERS=1 against one of --workers-ab processes (default one
+  per CPU, NMT_THREADS divided among them) on the same port, 64 clients, both configs
+  and schedulers (not in the default parts);
 - onoff: batching off (the static scheduler at NMT_MAX_BATCH_SIZE=1) at 64 clients, int8
   greedy, against the closed rows at 64;
 - streams: continuous at 64 clients, int8 greedy, with one stream of every thread
@@ -203,6 +206,7 @@ class Runs:
             "NMT_LOG_LEVEL": "warning",
             "NMT_MAX_QUEUE_SIZE": str(max(4096, 8 * max(args.clients))),
             "NMT_REQUEST_TIMEOUT_S": "120",
+            "NMT_WORKERS": str(args.workers),
         }
 
     def env(self, config: str, scheduler: str, **extra: str) -> dict[str, str]:
@@ -390,6 +394,31 @@ def part_replicas(runs: Runs, result: dict[str, Any]) -> None:
         print(scheduler, "one process per core", row, flush=True)
 
 
+def part_workers(runs: Runs, result: dict[str, Any]) -> None:
+    # One process against several on one port (NMT_WORKERS: the kernel hands each of the 64
+    # connections to a worker), every config and scheduler, at 64 clients.
+    many = runs.args.workers_ab or os.cpu_count() or 2
+    result["workers"] = {"processes": many, "rows": {}}
+    for config in runs.args.configs:
+        if config not in result["engine"]:
+            _, beam = CONFIGS[config]
+            result["engine"][config] = engine_rate(
+                runs.engine(config),
+                runs.texts,
+                batch=runs.args.engine_batch,
+                beam_size=beam,
+                duration=runs.args.duration,
+            )
+        for scheduler in runs.args.schedulers:
+            row = {}
+            for workers in (1, many):
+                env = runs.env(config, scheduler, NMT_WORKERS=str(workers))
+                name = f"workers{workers}-{config}-{scheduler}"
+                row[str(workers)] = runs.at64(env, name, [runs.body(config)])
+                print(config, scheduler, f"{workers} worker(s)", row[str(workers)], flush=True)
+            result["workers"]["rows"][f"{config}/{scheduler}"] = row
+
+
 def part_onoff(runs: Runs, result: dict[str, Any]) -> None:
     # batching off: the static scheduler at batch 1
     result["off"] = runs.at64(runs.env("int8-greedy", "static", NMT_MAX_BATCH_SIZE="1"), "off")
@@ -516,6 +545,7 @@ PARTS = {
     "closed": part_closed,
     "onoff": part_onoff,
     "replicas": part_replicas,
+    "workers": part_workers,
     "streams": part_streams,
     "lean": part_lean,
     "options": part_options,
@@ -552,6 +582,12 @@ def main(argv: list[str] | None = None) -> None:
         help="poisson's 100%% in req/s (default: this run's static closed rate at 64 clients)",
     )
     parser.add_argument("--rss-duration", type=float, default=600.0)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="NMT_WORKERS of every server (0: one per CPU)"
+    )
+    parser.add_argument(
+        "--workers-ab", type=int, default=0, help="the workers part's many (0: one per CPU)"
+    )
     parser.add_argument("--ready-timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "continuous")
     args = parser.parse_args(argv)
@@ -612,6 +648,24 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"- {scheduler}, int8 greedy, 64 clients over {row['processes']} processes of "
                 f"one thread: {row['per_s']} req/s ({' + '.join(map(str, row['each_per_s']))})"
+            )
+        lines.append("")
+    if "workers" in result:
+        many = result["workers"]["processes"]
+        lines += [
+            f"| config | scheduler | 1 process req/s | {many} workers req/s | x | "
+            f"{many} workers x engine | p50 ms (1 / {many}) |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for key, row in result["workers"]["rows"].items():
+            config, scheduler = key.split("/")
+            one, more = row["1"], row[str(many)]
+            engine = result["engine"].get(config, {}).get("per_s")
+            vs_engine = f"{more['per_s'] / engine:.2f}" if engine else "-"
+            lines.append(
+                f"| {config} | {scheduler} | {one['per_s']} | {more['per_s']} | "
+                f"{more['per_s'] / one['per_s']:.2f} | {vs_engine} | "
+                f"{one['p50_ms']} / {more['p50_ms']} |"
             )
         lines.append("")
     if "off" in result:

@@ -12,7 +12,8 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from service.app import create_app
+from service.metrics import Metrics
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.shutdown import GracefulServer
 from service.workers import supervise, worker_count
@@ -46,12 +47,22 @@ def uvicorn_config(settings: Settings, host: str, port: int, app: Any = None) ->
 
 def checked_app(settings: Settings) -> FastAPI:
     """The app, or exit when its rate limits file or storage cannot be used."""
+    from service.app import create_app  # (not in a supervisor, which serves no app)
+
     try:
         app = create_app(settings)
         app.state.rate_limiter.check_storage()
     except ValueError as exc:
         sys.exit(f"invalid configuration: {exc}")
     return app
+
+
+def check_rate_limits(settings: Settings) -> None:
+    """What checked_app checks of the rate limits, without the app (the supervisor's)."""
+    try:
+        RateLimiter(settings, Metrics()).check_storage()
+    except ValueError as exc:
+        sys.exit(f"invalid configuration: {exc}")
 
 
 def serve(
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if worker_count(settings.workers) == 1:
         serve(settings, args.host, args.port)
         return
-    checked_app(settings)  # fail here, once, rather than in every worker
+    check_rate_limits(settings)  # fail here, once, rather than in every worker
     sys.exit(supervise(settings, args.host, args.port))
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.batcher import Batcher, TooLong, Translated
-from service.engine.ort_session import available_cpus
+from service.cpus import available_cpus
 from service.errors import (
     BeamSizeOutOfRange,
     DeadlineExceeded,

@@ -42,6 +42,7 @@ from types import FrameType
 import uvicorn
 from prometheus_client import multiprocess
 
+from service.cpus import available_cpus
 from service.metrics import MULTIPROC_DIR
 from service.settings import Settings
 
@@ -97,14 +98,9 @@ class Peers:
             self.announce()
 
 
-def cpus() -> int:
-    """The CPUs this process may run on (its affinity: a container's cpuset, taskset)."""
-    return len(os.sched_getaffinity(0))
-
-
 def worker_count(workers: int) -> int:
-    """NMT_WORKERS, 0 meaning one per CPU."""
-    return workers or cpus()
+    """NMT_WORKERS, 0 meaning one per CPU (the affinity capped by a cgroup CPU quota)."""
+    return workers or available_cpus()
 
 
 class Supervisor:
@@ -237,5 +233,5 @@ def supervise(settings: Settings, host: str, port: int) -> int:
     from service.__main__ import uvicorn_config
 
     count = worker_count(settings.workers)
-    threads = settings.threads or max(1, cpus() // count)
+    threads = settings.threads or max(1, available_cpus() // count)
     return Supervisor(uvicorn_config(settings, host, port), count, threads).run()

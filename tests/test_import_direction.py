@@ -19,7 +19,7 @@ PACKAGES = ("model", "export", "service", "bench", "loadtest", "tests")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("model.*",)),
     ("export", ("export.*",)),
-    ("engine", ("service.engine.*",)),
+    ("engine", ("service.engine.*", "service.cpus")),
     (
         "service support",
         (

@@ -17,9 +17,10 @@ from export.select_graph import write_select_graphs
 from model.checkpoint import model_hash, read_model_config
 from model.search import pad_batch
 from model.tokenizer import TOKENIZER_FILE, Tokenizer
+from service.cpus import available_cpus
 from service.engine.base import Engine
 from service.engine.ort_io import DeviceIO, GraphIO, HostIO, Value
-from service.engine.ort_session import CUDA_PROVIDER, available_cpus, cuda_available
+from service.engine.ort_session import CUDA_PROVIDER, cuda_available
 
 log = logging.getLogger(__name__)
 

@@ -294,7 +294,7 @@ def test_streams_give_the_same_translations_as_one_batch(
 def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
     import os
 
-    from service.engine.ort_session import available_cpus
+    from service.cpus import available_cpus
 
     cores = len(os.sched_getaffinity(0))
     assert available_cpus(tmp_path / "none") == cores

@@ -338,10 +338,12 @@ PATH_SETTINGS = {
 }
 # Checked by starting a service that must refuse them (test_start_refuses_what_it_cannot_use).
 AT_START = {"rate_limit_storage"}
+# Started with by tests of their own: workers (tests/service/test_workers.py).
+ELSEWHERE = {"workers"}
 
 
 def test_every_setting_is_started_with() -> None:
-    covered = {"models_dir", "host", "port"} | AT_START
+    covered = {"models_dir", "host", "port"} | AT_START | ELSEWHERE
     for name, group in GROUPS.items():
         covered |= set(group.settings) | PATH_SETTINGS[name]
     assert set(Settings.model_fields) - covered == set(), "start a service with these"
