@@ -183,9 +183,9 @@ class Settings(BaseSettings):
         default=1,
         ge=0,
         description="Server processes sharing the port, each with its own event loop, engines "
-        "and interpreter lock; 0: one per CPU. With more than one, NMT_THREADS 0 gives each "
-        "the CPUs divided among them, /metrics sums every process, and rate limits need a "
-        "shared NMT_RATE_LIMIT_STORAGE (docs/deploy.md).",
+        "and interpreter lock; 0: one per CPU. With more than one, NMT_THREADS (or the CPUs, "
+        "when 0) is divided among them, /metrics sums every process, readiness waits for "
+        "all, and rate limits need a shared NMT_RATE_LIMIT_STORAGE (docs/deploy.md).",
     )
     load_workers: int = Field(
         default=0,

@@ -233,5 +233,6 @@ def supervise(settings: Settings, host: str, port: int) -> int:
     from service.__main__ import uvicorn_config
 
     count = worker_count(settings.workers)
-    threads = settings.threads or max(1, available_cpus() // count)
+    # NMT_THREADS is the service's, divided among its workers (at least one each)
+    threads = max(1, (settings.threads or available_cpus()) // count)
     return Supervisor(uvicorn_config(settings, host, port), count, threads).run()
