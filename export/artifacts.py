@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 # once (a first start loading pairs in parallel) could corrupt each other's graphs. Exports
 # take turns; a variant already cached is looked up without waiting.
 _EXPORT_LOCK = threading.Lock()
-EXPORT_LOCK_FILE = ".export.lock"
 
 
 def artifacts_root() -> Path:
@@ -176,7 +175,7 @@ def _ensure(final: Path, version: str, build: Callable[[Path], None]) -> GraphSe
     precision = final.name
     if _is_current(final, version):
         return GraphSet(final, precision)
-    with _EXPORT_LOCK, _exclusive(final.parent / EXPORT_LOCK_FILE):
+    with _EXPORT_LOCK, _exclusive(final.parent):
         if _is_current(final, version):  # another thread or process exported it meanwhile
             return GraphSet(final, precision)
         _build(final, version, build)
@@ -184,19 +183,21 @@ def _ensure(final: Path, version: str, build: Callable[[Path], None]) -> GraphSe
 
 
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """An advisory lock held across processes (the workers of one service starting at once
-    export each variant once, the others waiting for it, rather than each its own)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _exclusive(directory: Path) -> Iterator[None]:
+    """An advisory lock on a directory, held across processes (the workers of one service
+    starting at once export each variant once, the others waiting for it); flock on the
+    directory itself, so that no lock file is left beside the variants."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (closing releases the lock)
 
 
 def _build(final: Path, version: str, build: Callable[[Path], None]) -> None:
     precision = final.name
+    log.info("%s: exporting the %s graphs", final.parent.name, precision)
     tmp = Path(tempfile.mkdtemp(prefix=f".{precision}-", dir=final.parent))
     try:
         build(tmp)

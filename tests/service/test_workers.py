@@ -131,3 +131,18 @@ def test_workers_share_one_rate_limit_through_redis(tiny_models_dir: Path, tmp_p
         exposition = scrape(proc.url)
     assert statuses == [200] * 6 + [429] * 4
     assert metric_value(exposition, "nmt_rejections_total", reason="rate_limited") == 4
+
+
+def test_workers_starting_at_once_export_each_graph_once(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    artifacts = tmp_path / "artifacts"  # empty: both workers find every graph missing
+    env = service_env(tiny_models_dir, workers="2", artifacts_dir=str(artifacts))
+    with service(env, tmp_path / "service.log") as proc:
+        assert fresh_post(proc.url).status_code == 200
+        log = proc.output()
+    pairs = sorted(p.name for p in tiny_models_dir.iterdir() if (p / "config.json").exists())
+    exports = [line for line in log.splitlines() if "exporting the fp32 graphs" in line]
+    assert len(exports) == len(pairs), log[-3000:]
+    assert sorted(p.parent.name.rsplit("-", 1)[0] for p in artifacts.glob("*/fp32")) == pairs
+    assert not list(artifacts.glob("*/.*")), "a temporary directory was left behind"
