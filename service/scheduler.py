@@ -66,8 +66,8 @@ class Admission:
     the running cache and encodes the newcomers, so admitting seldom serves more and makes
     newcomers wait longer (docs/decisions.md)."""
 
-    share: float = 0.5
-    steps: int = 16
+    share: float = 1.0
+    steps: int = 32
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,8 @@ def test_service_process_serves_and_the_client_counts_answers_and_errors(
         "NMT_ARTIFACTS_DIR": str(artifacts_dir),
         "NMT_THREADS": "1",
         "NMT_LOG_LEVEL": "warning",
+        # static: nmt_batch_size then counts each sentence once (continuous: once a step)
+        "NMT_SCHEDULER": "static",
     }
     texts = [f"A dog number {i} runs." for i in range(6)]
     body = {"source_lang": "en", "target_lang": "de", "beam_size": 1, "max_length": 8}
