@@ -9,13 +9,14 @@ never produce.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,8 +160,21 @@ def service(env: dict[str, str], log: Path, *, port: int | None = None) -> Itera
         yield Process(url, port, popen, log)
     finally:
         if popen.poll() is None:
-            popen.kill()
-            popen.wait()
+            kill_with_workers(popen)
+
+
+def kill_with_workers(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a service and its worker processes (NMT_WORKERS), which would otherwise serve
+    on until they notice that their supervisor is gone."""
+    try:
+        children = Path(f"/proc/{popen.pid}/task/{popen.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    popen.kill()
+    for child in children:
+        with suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    popen.wait()
 
 
 def readiness(url: str) -> int:
