@@ -1,12 +1,15 @@
 """NMT_WORKERS: several server processes on one port. Real `python -m service` processes on the
 tiny models: they share the port, /metrics sums them, readiness is the group's, a worker
-killed is replaced, rate limits are shared through a real redis-server, and SIGTERM under
-load (tests/service/test_shutdown.py, with two workers) loses nothing."""
+killed is replaced, workers that fail to start stop the service, rate limits are shared
+through a real redis-server, workers starting at once export each graph once, and SIGTERM
+under load (tests/service/test_shutdown.py, with two workers) loses nothing."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.recording_client import BODY, redis_server, service, service_env
+from tests.recording_client import BODY, REPO, redis_server, service, service_env
 from tests.service_helpers import free_port, metric_value
 
 pytestmark = pytest.mark.slow  # python -m service processes
@@ -146,3 +149,19 @@ def test_workers_starting_at_once_export_each_graph_once(
     assert len(exports) == len(pairs), log[-3000:]
     assert sorted(p.parent.name.rsplit("-", 1)[0] for p in artifacts.glob("*/fp32")) == pairs
     assert not list(artifacts.glob("*/.*")), "a temporary directory was left behind"
+
+
+def test_workers_that_fail_to_start_stop_the_service(tmp_path: Path) -> None:
+    # A replacement would fail the same way: the supervisor stops with uvicorn's exit code 3.
+    env = service_env(tmp_path / "no-models-here", workers="2")
+    run = subprocess.run(
+        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(free_port())],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert "failed to start (3): stopping" in run.stderr, run.stderr[-3000:]
+    assert "starting another" not in run.stderr
