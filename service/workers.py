@@ -196,7 +196,7 @@ class Supervisor:
             if self.stopping:
                 log.info("worker %d exited (%s)", slot, code)
                 continue
-            if code == STARTUP_FAILURE or sock is None:
+            if code == STARTUP_FAILURE:
                 log.error("worker %d failed to start (%s): stopping", slot, code)
                 self.exit_code = STARTUP_FAILURE
                 self._forward(signal.SIGTERM)
