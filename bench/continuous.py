@@ -224,6 +224,17 @@ class Runs:
             self._engines[config] = load_onnx(self.models_dir / self.args.pair, options)
         return self._engines[config]
 
+    def engine_alone(self, config: str) -> dict[str, Any]:
+        """Sentences/s of the engine alone at --engine-batch, measured now."""
+        _, beam = CONFIGS[config]
+        return engine_rate(
+            self.engine(config),
+            self.texts,
+            batch=self.args.engine_batch,
+            beam_size=beam,
+            duration=self.args.duration,
+        )
+
     def body(self, config: str) -> dict[str, Any]:
         beam = CONFIGS[config][1]
         return {"source_lang": self.source, "target_lang": self.target, "beam_size": beam}
@@ -250,14 +261,7 @@ class Runs:
 def part_closed(runs: Runs, result: dict[str, Any]) -> None:
     args = runs.args
     for config in args.configs:
-        _, beam = CONFIGS[config]
-        result["engine"][config] = engine_rate(
-            runs.engine(config),
-            runs.texts,
-            batch=args.engine_batch,
-            beam_size=beam,
-            duration=args.duration,
-        )
+        result["engine"][config] = runs.engine_alone(config)
         print(config, "engine alone", result["engine"][config], flush=True)
         for scheduler in args.schedulers:
 
@@ -343,9 +347,7 @@ def part_scheduler(runs: Runs, result: dict[str, Any]) -> None:
         engine = runs.engine(config)
         runner = ModelRunner(args.pair, engine, None, Metrics())
         row = {
-            "engine": engine_rate(
-                engine, runs.texts, batch=args.engine_batch, beam_size=beam, duration=args.duration
-            ),
+            "engine": runs.engine_alone(config),
             "scheduler": scheduler_rate(
                 runner, runs.texts, beam=beam, clients=64, duration=args.duration
             ),
@@ -401,14 +403,7 @@ def part_workers(runs: Runs, result: dict[str, Any]) -> None:
     result["workers"] = {"processes": many, "rows": {}}
     for config in runs.args.configs:
         if config not in result["engine"]:
-            _, beam = CONFIGS[config]
-            result["engine"][config] = engine_rate(
-                runs.engine(config),
-                runs.texts,
-                batch=runs.args.engine_batch,
-                beam_size=beam,
-                duration=runs.args.duration,
-            )
+            result["engine"][config] = runs.engine_alone(config)
         for scheduler in runs.args.schedulers:
             row = {}
             for workers in (1, many):
